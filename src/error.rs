@@ -1,0 +1,117 @@
+//! The one error type of the crate.
+
+use std::fmt;
+use std::io;
+use std::time::Duration;
+
+/// Which side of a ring a handle or a peer plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// The side that begins, fills and commits units.
+    Writer,
+    /// The side that takes committed units and ends them.
+    Reader,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Writer => "writer",
+            Role::Reader => "reader",
+        })
+    }
+}
+
+/// Everything that can go wrong in this crate.
+///
+/// Every variant carries enough context to say what happened without a debugger: sizes,
+/// positions, the peer's pid, the operation that timed out, or the OS call that failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A unit needs more room than the ring can ever give one unit.
+    ///
+    /// Returned at once, never after waiting: waiting could not help.
+    #[error("unit of {requested} bytes (with records and alignment) exceeds the ring's unit limit of {max} bytes")]
+    UnitTooLarge {
+        /// Bytes the unit would need, headers and alignment included.
+        requested: u64,
+        /// The largest unit this ring accepts (half its capacity).
+        max: u64,
+    },
+    /// A non-blocking call found no room (writer) or no committed unit (reader).
+    #[error("would block: {0}")]
+    WouldBlock(&'static str),
+    /// A blocking call reached its deadline.
+    #[error("timed out after {waited:?} waiting for {what}")]
+    Timeout {
+        /// What the call was waiting for.
+        what: &'static str,
+        /// How long it waited.
+        waited: Duration,
+    },
+    /// The other side closed the ring (and, for a reader, everything committed was drained).
+    #[error("the {0} closed the ring")]
+    Closed(Role),
+    /// The other side's process died (or its pid now belongs to another process).
+    #[error("the {role} process (pid {pid}) is gone")]
+    PeerGone {
+        /// The role the dead process played.
+        role: Role,
+        /// Its pid.
+        pid: u32,
+    },
+    /// Another live handle already plays this role on the region.
+    #[error("the {role} role of this region is already taken by pid {pid}")]
+    RoleTaken {
+        /// The role asked for.
+        role: Role,
+        /// The process holding it.
+        pid: u32,
+    },
+    /// Shared memory holds something the protocol can never produce.
+    ///
+    /// The region is not trusted further by the handle that saw this; nothing out of bounds was
+    /// read or written.
+    #[error("corrupt region: {what} (at position {position})")]
+    Corrupt {
+        /// What was wrong.
+        what: String,
+        /// The ring position (or header offset) where it was found.
+        position: u64,
+    },
+    /// An argument was out of range (capacity not a power of two, blob index too large, ...).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// Encoding or decoding a value failed.
+    #[error("codec: {0}")]
+    Codec(String),
+    /// An OS call failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// The operation that failed, with its object.
+        context: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn corrupt(what: impl Into<String>, position: u64) -> Self {
+        Error::Corrupt {
+            what: what.into(),
+            position,
+        }
+    }
+
+    pub(crate) fn io(context: impl Into<String>, source: impl Into<io::Error>) -> Self {
+        Error::Io {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
