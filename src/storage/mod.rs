@@ -1,0 +1,45 @@
+//! Where the ring's bytes live, kept apart from the protocol that uses them.
+//!
+//! The protocol (`writer`, `reader`, `unit`) only sees the [`Storage`] trait. Real regions are
+//! [`mapped::Mapped`]: a shared mapping (memfd or POSIX shm) or, for threads only, a zeroed heap
+//! buffer with the same layout. Under `--cfg shm_arena_loom` the store is [`model::Model`],
+//! whose atomics are loom's and whose bytes are tracked by loom, so loom checks the very same
+//! protocol code. The choice is a type alias, not a trait object: no dynamic dispatch on the
+//! hot path.
+
+use std::time::Duration;
+
+use crate::layout::{Record, Shared};
+use crate::sync::AtomicU32;
+
+#[cfg(not(shm_arena_loom))]
+pub(crate) mod mapped;
+#[cfg(shm_arena_loom)]
+pub(crate) mod model;
+
+/// The store in this build.
+#[cfg(not(shm_arena_loom))]
+pub(crate) type Store = mapped::Mapped;
+/// The store in this build.
+#[cfg(shm_arena_loom)]
+pub(crate) type Store = model::Model;
+
+/// What the ring protocol needs from its memory.
+pub(crate) trait Storage: Send + Sync + 'static {
+    /// The header's atomics.
+    fn shared(&self) -> &Shared;
+    /// Ring size in bytes (a power of two).
+    fn capacity(&self) -> u64;
+    /// The record at ring position `pos` (a multiple of 64).
+    fn record(&self, pos: u64) -> &Record;
+    /// Pointer to `len` ring bytes at position `pos`, for the writer to fill.
+    ///
+    /// `pos & (capacity - 1)` plus `len` never exceeds the capacity (callers check).
+    fn bytes_for_write(&self, pos: u64, len: u64) -> *mut u8;
+    /// Pointer to `len` ring bytes at position `pos`, for a reader.
+    fn bytes_for_read(&self, pos: u64, len: u64) -> *const u8;
+    /// Sleeps while `word` holds `expected`, at most `timeout`; may return spuriously.
+    fn futex_wait(&self, word: &AtomicU32, expected: u32, timeout: Option<Duration>);
+    /// Wakes every sleeper on `word`.
+    fn futex_wake(&self, word: &AtomicU32);
+}

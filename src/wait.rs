@@ -1,0 +1,144 @@
+//! Blocking: a short spin, then a process-shared futex in the header, with deadlines.
+//!
+//! The side that makes progress calls [`notify`], which makes a wake syscall only when the
+//! matching waiter count is non-zero, so the uncontended hot path stays in user space. The
+//! sleeping side raises the count, then re-checks its condition, then sleeps on the sequence
+//! word it read before re-checking. The two SeqCst fences (here and in [`wait_for`]) form a
+//! Dekker pair: either the waker sees the raised count, or the waiter's re-check sees the
+//! progress. A bump of the sequence word between the waiter's read and its sleep makes the
+//! kernel return at once, so no wake-up is lost.
+
+use std::time::{Duration, Instant};
+
+use crate::error::Role;
+use crate::layout::Signals;
+use crate::storage::{Storage, Store};
+use crate::sync::{fence, AtomicU32, Ordering};
+use crate::Result;
+
+/// How often a sleeper wakes to check that its peer process is still alive.
+pub(crate) const PEER_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Which condition a waiter sleeps on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Signal {
+    /// A unit was committed (readers wait for this).
+    Data,
+    /// The tail moved (writers wait for this).
+    Space,
+}
+
+fn words(signals: &Signals, signal: Signal) -> (&AtomicU32, &AtomicU32) {
+    match signal {
+        Signal::Data => (&signals.data_seq, &signals.data_waiters),
+        Signal::Space => (&signals.space_seq, &signals.space_waiters),
+    }
+}
+
+/// Wakes the sleepers on `signal`, if there are any. Call after publishing the progress.
+pub(crate) fn notify(store: &Store, signal: Signal) {
+    let (seq, waiters) = words(&store.shared().signals.0, signal);
+    // SeqCst fence: pairs with the fence in `wait_for` between raising the waiter count and
+    // re-checking the condition (Dekker): the progress stored before this fence is seen by
+    // that re-check, or the raised count is seen by the load below.
+    fence(Ordering::SeqCst);
+    if waiters.load(Ordering::Relaxed) != 0 {
+        // Release: pairs with the Acquire load of `seq` in `wait_for`, so a waiter that reads
+        // the new value also sees the progress.
+        seq.fetch_add(1, Ordering::Release);
+        store.futex_wake(seq);
+    }
+}
+
+/// Deadline of a blocking call: `None` waits for ever.
+pub(crate) fn deadline_after(timeout: Option<Duration>) -> Option<Instant> {
+    timeout.and_then(|t| Instant::now().checked_add(t))
+}
+
+/// Polls until `poll` yields a value or an error, sleeping on `signal` in between.
+///
+/// `poll` must return `Ok(None)` only while the condition does not hold. While sleeping, the
+/// `peer` role's process is checked every [`PEER_CHECK_INTERVAL`]; its death ends the wait with
+/// [`crate::Error::PeerGone`] (after a last poll, so everything it committed is still seen).
+pub(crate) fn wait_for<T>(
+    store: &Store,
+    signal: Signal,
+    deadline: Option<Instant>,
+    what: &'static str,
+    peer: Role,
+    mut poll: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
+    let started = Instant::now();
+    let (seq, waiters) = words(&store.shared().signals.0, signal);
+    #[cfg(not(shm_arena_loom))]
+    let backoff = crossbeam_utils::Backoff::new();
+    let mut next_peer_check = started + PEER_CHECK_INTERVAL;
+    loop {
+        if let Some(v) = poll()? {
+            return Ok(v);
+        }
+        #[cfg(not(shm_arena_loom))]
+        if !backoff.is_completed() {
+            backoff.snooze();
+            continue;
+        }
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
+            return Err(crate::Error::Timeout {
+                what,
+                waited: now - started,
+            });
+        }
+        if now >= next_peer_check {
+            crate::peer::check(store.shared(), peer)?;
+            next_peer_check = now + PEER_CHECK_INTERVAL;
+        }
+        let slice = deadline.map_or(PEER_CHECK_INTERVAL, |d| (d - now).min(PEER_CHECK_INTERVAL));
+        waiters.fetch_add(1, Ordering::Relaxed);
+        // SeqCst fence: pairs with the fence in `notify` (see the module docs).
+        fence(Ordering::SeqCst);
+        // Acquire: pairs with the Release bump in `notify`.
+        let seen = seq.load(Ordering::Acquire);
+        let polled = poll();
+        if matches!(polled, Ok(None)) {
+            store.futex_wait(seq, seen, Some(slice));
+        }
+        waiters.fetch_sub(1, Ordering::Relaxed);
+        if let Some(v) = polled? {
+            return Ok(v);
+        }
+    }
+}
+
+/// Sleeps while `word == expected`, at most `timeout`. Spurious returns are fine: every caller
+/// re-checks its condition.
+#[cfg(not(shm_arena_loom))]
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+    #[cfg(miri)]
+    {
+        let _ = (word, expected, timeout);
+        std::thread::yield_now();
+    }
+    #[cfg(not(miri))]
+    {
+        use rustix::thread::futex;
+        let ts = timeout.map(|t| rustix::time::Timespec {
+            tv_sec: t.as_secs().min(i64::MAX as u64) as i64,
+            tv_nsec: i64::from(t.subsec_nanos()),
+        });
+        // Not FUTEX_PRIVATE: the word lives in memory shared between processes.
+        // Errors are EAGAIN (word changed), ETIMEDOUT and EINTR: all mean "re-check".
+        let _ = futex::wait(word, futex::Flags::empty(), expected, ts.as_ref());
+    }
+}
+
+/// Wakes every sleeper on `word`, in any process.
+#[cfg(not(shm_arena_loom))]
+pub(crate) fn futex_wake(word: &AtomicU32) {
+    #[cfg(not(miri))]
+    {
+        let _ = rustix::thread::futex::wake(word, rustix::thread::futex::Flags::empty(), u32::MAX);
+    }
+    #[cfg(miri)]
+    let _ = word;
+}

@@ -1,0 +1,328 @@
+//! The writing side of a ring: begins units, bump-allocates blobs, commits.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::error::Role;
+use crate::layout::{
+    align_up, BLOB_ALIGN, COMMITTED, DESCRIPTOR_SIZE, INLINE_BLOBS, READER_CLOSED, RECORD_SIZE,
+    WRITER_CLOSED,
+};
+use crate::storage::{Storage, Store};
+use crate::sync::{Arc, Ordering};
+use crate::wait::{deadline_after, notify, wait_for, Signal};
+use crate::{Error, Result};
+
+/// The single writer of an SPSC ring.
+///
+/// Dropping the writer closes the ring: the reader drains what was committed, then gets
+/// [`Error::Closed`].
+pub struct Writer {
+    store: Arc<Store>,
+    /// Everything before this position is committed (we are the only writer).
+    head: u64,
+    /// Last tail loaded: space before `tail_cache + capacity` needs no atomic load.
+    tail_cache: u64,
+    /// How long one wait for space may take; `None`: no limit.
+    timeout: Option<Duration>,
+    /// Blob descriptors (offset from the unit's start, length) of the unit being written.
+    descriptors: Vec<(u64, u64)>,
+}
+
+impl Writer {
+    pub(crate) fn attach(store: Arc<Store>) -> Result<Writer> {
+        crate::peer::register(store.shared(), Role::Writer)?;
+        let shared = store.shared();
+        // Acquire: pairs with the Release store of the head in `UnitWriter::commit` (of no
+        // earlier writer in SPSC, where the role is taken once; kept for symmetry).
+        let head = shared.head.0.load(Ordering::Acquire);
+        let tail = shared.tail.0.load(Ordering::Acquire);
+        Ok(Writer {
+            store,
+            head,
+            tail_cache: tail,
+            timeout: None,
+            descriptors: Vec::new(),
+        })
+    }
+
+    /// Limits how long any one wait for space may take; `None` (the default) waits as long as
+    /// the reader lives.
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) {
+        self.timeout = timeout;
+    }
+
+    /// The limit set by [`set_timeout`](Self::set_timeout).
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// Bytes in the ring.
+    pub fn capacity(&self) -> u64 {
+        self.store.capacity()
+    }
+
+    /// The largest unit this ring accepts, record, alignment and descriptor table included:
+    /// half the capacity, so that a unit always fits whatever its start, even when a blob has to
+    /// skip the ring's end (see [`unit_size`](crate::unit_size)).
+    pub fn max_unit(&self) -> u64 {
+        self.store.capacity() / 2
+    }
+
+    /// Starts a unit. Blobs added to it wait for space up to the writer's timeout.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] if the reader is gone.
+    pub fn begin_unit(&mut self) -> Result<UnitWriter<'_>> {
+        self.begin(true)
+    }
+
+    /// Starts a unit whose blobs never wait: a full ring gives [`Error::WouldBlock`].
+    ///
+    /// # Errors
+    /// [`Error::Closed`] if the reader is gone.
+    pub fn try_begin_unit(&mut self) -> Result<UnitWriter<'_>> {
+        self.begin(false)
+    }
+
+    fn begin(&mut self, blocking: bool) -> Result<UnitWriter<'_>> {
+        // Relaxed: only a hint to fail early; the wait for space re-checks with Acquire.
+        if self.store.shared().signals.0.closed.load(Ordering::Relaxed) & READER_CLOSED != 0 {
+            return Err(Error::Closed(Role::Reader));
+        }
+        self.descriptors.clear();
+        let start = self.head;
+        debug_assert_eq!(start % BLOB_ALIGN, 0);
+        Ok(UnitWriter {
+            start,
+            cursor: start + RECORD_SIZE,
+            used: RECORD_SIZE,
+            blocking,
+            writer: self,
+        })
+    }
+
+    /// Writes one unit made of `blobs`, copied in, and commits it.
+    ///
+    /// # Errors
+    /// As [`UnitWriter::push`] and [`UnitWriter::commit`].
+    pub fn write_unit(&mut self, blobs: &[&[u8]]) -> Result<()> {
+        let mut unit = self.begin_unit()?;
+        for blob in blobs {
+            unit.push(blob)?;
+        }
+        unit.commit()
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Release: pairs with the Acquire load of `closed` in `Reader::try_next_unit`, which
+        // then sees every commit made before this.
+        self.store
+            .shared()
+            .signals
+            .0
+            .closed
+            .fetch_or(WRITER_CLOSED, Ordering::Release);
+        notify(&self.store, Signal::Data);
+    }
+}
+
+impl fmt::Debug for Writer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Writer")
+            .field("head", &self.head)
+            .field("capacity", &self.store.capacity())
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// A unit being written. Blobs are bump-allocated one after another; [`commit`](Self::commit)
+/// publishes them all at once. Dropping it without committing aborts the unit: nothing was
+/// published and its space is reused by the next unit.
+pub struct UnitWriter<'w> {
+    writer: &'w mut Writer,
+    start: u64,
+    /// Next free position.
+    cursor: u64,
+    /// Bytes counted against `max_unit`: record, aligned blobs (not the skip at the ring's end).
+    used: u64,
+    blocking: bool,
+}
+
+impl UnitWriter<'_> {
+    /// Appends a blob holding a copy of `bytes`; returns its index in the unit.
+    ///
+    /// # Errors
+    /// [`Error::UnitTooLarge`] at once if the unit would exceed
+    /// [`Writer::max_unit`]; [`Error::WouldBlock`] (from `try_begin_unit`) or
+    /// [`Error::Timeout`] if the ring stays full; [`Error::Closed`] or [`Error::PeerGone`] if
+    /// the reader went away while waiting. The unit stays open after an error.
+    pub fn push(&mut self, bytes: &[u8]) -> Result<usize> {
+        let index = self.writer.descriptors.len();
+        let dst = self.blob_mut(bytes.len())?;
+        dst.copy_from_slice(bytes);
+        Ok(index)
+    }
+
+    /// Appends a blob of `len` bytes and returns it to be filled in place (for example by a
+    /// decoder writing straight into shared memory). Its previous contents are unspecified.
+    ///
+    /// # Errors
+    /// As [`push`](Self::push).
+    pub fn blob_mut(&mut self, len: usize) -> Result<&mut [u8]> {
+        let len = len as u64;
+        let pos = self.alloc(len)?;
+        self.writer.descriptors.push((pos - self.start, len));
+        if len == 0 {
+            return Ok(&mut []);
+        }
+        let ptr = self.writer.store.bytes_for_write(pos, len);
+        debug_assert_eq!(ptr as usize % BLOB_ALIGN as usize, 0);
+        // SAFETY: `alloc` reserved [pos, pos + len) for this unit: it lies inside the ring
+        // without crossing its end, and the tail is at least pos + len - capacity, so no reader
+        // holds those bytes. The slice borrows `self`, so no other blob of this unit aliases it.
+        Ok(unsafe { std::slice::from_raw_parts_mut(ptr, len as usize) })
+    }
+
+    /// Number of blobs so far.
+    pub fn blob_count(&self) -> usize {
+        self.writer.descriptors.len()
+    }
+
+    /// Bytes the unit needs so far, counted against [`Writer::max_unit`].
+    pub fn size(&self) -> u64 {
+        self.used
+    }
+
+    /// Reserves `len` bytes (64-aligned start) after the cursor, skipping to the next lap when
+    /// they would cross the ring's end; returns their position.
+    fn alloc(&mut self, len: u64) -> Result<u64> {
+        let size = align_up(len.min(u64::MAX / 4));
+        let max = self.writer.max_unit();
+        let used = self.used.saturating_add(size);
+        if used > max {
+            return Err(Error::UnitTooLarge {
+                requested: used,
+                max,
+            });
+        }
+        let cap = self.writer.store.capacity();
+        let phys = self.cursor & (cap - 1);
+        let pos = if size > 0 && phys + size > cap {
+            self.cursor + (cap - phys)
+        } else {
+            self.cursor
+        };
+        let end = pos + size;
+        // With used <= cap / 2 the span stays within one ring whatever the start (the skip is
+        // only needed when the unit started in the second half of the ring).
+        debug_assert!(end - self.start <= cap);
+        self.reserve(end)?;
+        self.cursor = end;
+        self.used = used;
+        Ok(pos)
+    }
+
+    /// Makes sure every position before `end` is free, waiting for the reader if needed.
+    fn reserve(&mut self, end: u64) -> Result<()> {
+        let cap = self.writer.store.capacity();
+        if end - self.writer.tail_cache <= cap {
+            return Ok(());
+        }
+        let writer = &mut *self.writer;
+        let store = &*writer.store;
+        let head = writer.head;
+        let load_tail = |cache: &mut u64| -> Result<bool> {
+            // Acquire: pairs with the SeqCst (releasing) tail CAS in `advance_tail`: every read
+            // of the released units happened before we overwrite their bytes.
+            let tail = store.shared().tail.0.load(Ordering::Acquire);
+            if tail < *cache || tail > head {
+                return Err(Error::corrupt(
+                    format!("tail cursor {tail} outside [{}, head {head}]", *cache),
+                    tail,
+                ));
+            }
+            *cache = tail;
+            Ok(end - tail <= cap)
+        };
+        if load_tail(&mut writer.tail_cache)? {
+            return Ok(());
+        }
+        if !self.blocking {
+            return Err(Error::WouldBlock("the ring is full"));
+        }
+        let signals = &store.shared().signals.0;
+        let cache = &mut writer.tail_cache;
+        wait_for(
+            store,
+            Signal::Space,
+            deadline_after(writer.timeout),
+            "space in the ring",
+            Role::Reader,
+            || {
+                if load_tail(cache)? {
+                    return Ok(Some(()));
+                }
+                // Acquire: pairs with the Release `fetch_or` in `Reader::drop`.
+                if signals.closed.load(Ordering::Acquire) & READER_CLOSED != 0 {
+                    return Err(Error::Closed(Role::Reader));
+                }
+                Ok(None)
+            },
+        )
+    }
+
+    /// Publishes the unit: the reader can take it from now on.
+    ///
+    /// # Errors
+    /// As [`push`](Self::push) (the descriptor table of a unit with more than two blobs needs
+    /// room too). On error nothing is published.
+    pub fn commit(mut self) -> Result<()> {
+        let count = self.writer.descriptors.len() as u64;
+        let mut table = 0;
+        if count > INLINE_BLOBS {
+            let bytes = count * DESCRIPTOR_SIZE;
+            let pos = self.alloc(bytes)?;
+            table = pos - self.start;
+            let dst = self.writer.store.bytes_for_write(pos, bytes).cast::<[u64; 2]>();
+            for (i, &(rel, len)) in self.writer.descriptors.iter().enumerate() {
+                // SAFETY: `alloc` reserved `count * 16` bytes at `pos` inside the ring, 64-aligned;
+                // nobody else reads them before the commit below publishes them.
+                unsafe { dst.add(i).write([rel, len]) };
+            }
+        }
+        self.reserve(self.cursor)?;
+        let store = &*self.writer.store;
+        let rec = store.record(self.start);
+        let span = self.cursor - self.start;
+        debug_assert!(span >= RECORD_SIZE && span % BLOB_ALIGN == 0);
+        // Relaxed: all record fields are published by the Release store of the head below.
+        rec.span.store(span, Ordering::Relaxed);
+        rec.count.store(count, Ordering::Relaxed);
+        rec.table.store(table, Ordering::Relaxed);
+        for (i, &(rel, len)) in self.writer.descriptors.iter().take(INLINE_BLOBS as usize).enumerate() {
+            rec.inline[2 * i].store(rel, Ordering::Relaxed);
+            rec.inline[2 * i + 1].store(len, Ordering::Relaxed);
+        }
+        rec.word.store(self.start | COMMITTED, Ordering::Relaxed);
+        // Release: pairs with the Acquire load of the head in `Reader::try_next_unit` (and in
+        // `advance_tail`): the record and every blob byte written before are visible to it.
+        store.shared().head.0.store(self.cursor, Ordering::Release);
+        self.writer.head = self.cursor;
+        notify(store, Signal::Data);
+        Ok(())
+    }
+}
+
+impl fmt::Debug for UnitWriter<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UnitWriter")
+            .field("start", &self.start)
+            .field("blobs", &self.writer.descriptors.len())
+            .field("size", &self.used)
+            .finish()
+    }
+}
