@@ -16,6 +16,6 @@ mod writer;
 
 pub use error::{Error, Result, Role};
 pub use reader::Reader;
-pub use region::{Backing, Region, RegionOptions, REGION_FD_ENV};
+pub use region::{Backing, Cursors, Region, RegionOptions, REGION_FD_ENV};
 pub use unit::{unit_size, OwnedUnit, Unit};
 pub use writer::{UnitWriter, Writer};

@@ -54,6 +54,15 @@ impl RegionOptions {
     }
 }
 
+/// A snapshot of a ring's cursors (see [`Region::cursors`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursors {
+    /// Every unit before this position is committed.
+    pub head: u64,
+    /// Every unit before this position was ended and its bytes returned to the writer.
+    pub tail: u64,
+}
+
 /// Environment variable naming the descriptor a child inherits (see
 /// [`Region::share_with_child`]).
 pub const REGION_FD_ENV: &str = "SHM_ARENA_FD";
@@ -129,6 +138,19 @@ impl Region {
     /// Ring size in bytes.
     pub fn capacity(&self) -> u64 {
         self.store.capacity()
+    }
+
+    /// The ring's cursors now, for monitoring and tests: `head - tail` bytes are committed and
+    /// not yet returned by the reader. A snapshot: both may move right after.
+    pub fn cursors(&self) -> Cursors {
+        use crate::sync::Ordering;
+        let shared = self.store.shared();
+        Cursors {
+            // Acquire: pairs with the Release store in `UnitWriter::commit`.
+            head: shared.head.0.load(Ordering::Acquire),
+            // Acquire: pairs with the tail CAS in `advance_tail`.
+            tail: shared.tail.0.load(Ordering::Acquire),
+        }
     }
 
     /// Whether the process attached as `role` is still alive (true while none is attached).

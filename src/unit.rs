@@ -249,7 +249,7 @@ impl<'r> Unit<'r> {
     /// the region mapped. The space stays reserved until it is dropped.
     pub fn into_owned(self) -> OwnedUnit {
         let owned = OwnedUnit {
-            store: Arc::clone(&self.reader.store_arc()),
+            store: Arc::clone(self.reader.store_arc()),
             view: self.view,
         };
         std::mem::forget(self);
