@@ -4,6 +4,8 @@
 
 pub mod codec;
 mod error;
+#[cfg(not(shm_arena_loom))]
+pub mod fuzzing;
 pub mod layout;
 mod peer;
 mod reader;

@@ -135,6 +135,10 @@ impl Region {
         Reader::attach(Arc::clone(&self.store))
     }
 
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// Ring size in bytes.
     pub fn capacity(&self) -> u64 {
         self.store.capacity()
@@ -398,7 +402,9 @@ mod os {
             use std::sync::atomic::{AtomicBool, Ordering};
             static TAKEN: AtomicBool = AtomicBool::new(false);
             let value = std::env::var(REGION_FD_ENV).map_err(|_| {
-                Error::InvalidArgument(format!("{REGION_FD_ENV} is not set: not started with share_with_child"))
+                Error::InvalidArgument(format!(
+                    "{REGION_FD_ENV} is not set: not started with share_with_child"
+                ))
             })?;
             let raw: RawFd = value.trim().parse().map_err(|_| {
                 Error::InvalidArgument(format!("{REGION_FD_ENV}={value:?} is not a descriptor"))

@@ -40,8 +40,7 @@ impl View {
             ));
         }
         let span = rec.span.load(Ordering::Relaxed);
-        if span % BLOB_ALIGN != 0 || span < RECORD_SIZE || span > published - start || span > cap
-        {
+        if span % BLOB_ALIGN != 0 || span < RECORD_SIZE || span > published - start || span > cap {
             return Err(Error::corrupt(
                 format!(
                     "unit span {span} (must be a multiple of 64 in 64..={})",
@@ -64,7 +63,9 @@ impl View {
                 || phys + count * DESCRIPTOR_SIZE > cap
             {
                 return Err(Error::corrupt(
-                    format!("unit of span {span} claims {count} blobs with a table at offset {table}"),
+                    format!(
+                        "unit of span {span} claims {count} blobs with a table at offset {table}"
+                    ),
                     start,
                 ));
             }
@@ -103,7 +104,11 @@ impl View {
         };
         let cap = store.capacity();
         if len == 0 {
-            return Ok(&[]);
+            // An empty slice at the unit's (64-aligned) start, so even empty blobs are aligned
+            // for typed views.
+            let ptr = store.bytes_for_read(self.start, 0);
+            // SAFETY: a zero-length slice at a non-null, aligned pointer into the ring.
+            return Ok(unsafe { std::slice::from_raw_parts(ptr, 0) });
         }
         let ok = rel % BLOB_ALIGN == 0
             && rel >= RECORD_SIZE
@@ -335,9 +340,9 @@ impl fmt::Debug for OwnedUnit {
 /// Bytes a unit with blobs of these lengths needs, record and alignment included, not counting
 /// padding at the ring's end (which the [`crate::Writer::max_unit`] limit already allows for).
 pub fn unit_size(blob_lengths: &[usize]) -> u64 {
-    let blobs = blob_lengths
-        .iter()
-        .fold(0u64, |sum, &l| sum.saturating_add(align_up((l as u64).min(u64::MAX / 2))));
+    let blobs = blob_lengths.iter().fold(0u64, |sum, &l| {
+        sum.saturating_add(align_up((l as u64).min(u64::MAX / 2)))
+    });
     let table = if blob_lengths.len() as u64 > INLINE_BLOBS {
         align_up(blob_lengths.len() as u64 * DESCRIPTOR_SIZE)
     } else {

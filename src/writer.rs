@@ -287,7 +287,11 @@ impl UnitWriter<'_> {
             let bytes = count * DESCRIPTOR_SIZE;
             let pos = self.alloc(bytes)?;
             table = pos - self.start;
-            let dst = self.writer.store.bytes_for_write(pos, bytes).cast::<[u64; 2]>();
+            let dst = self
+                .writer
+                .store
+                .bytes_for_write(pos, bytes)
+                .cast::<[u64; 2]>();
             for (i, &(rel, len)) in self.writer.descriptors.iter().enumerate() {
                 // SAFETY: `alloc` reserved `count * 16` bytes at `pos` inside the ring, 64-aligned;
                 // nobody else reads them before the commit below publishes them.
@@ -303,7 +307,13 @@ impl UnitWriter<'_> {
         rec.span.store(span, Ordering::Relaxed);
         rec.count.store(count, Ordering::Relaxed);
         rec.table.store(table, Ordering::Relaxed);
-        for (i, &(rel, len)) in self.writer.descriptors.iter().take(INLINE_BLOBS as usize).enumerate() {
+        for (i, &(rel, len)) in self
+            .writer
+            .descriptors
+            .iter()
+            .take(INLINE_BLOBS as usize)
+            .enumerate()
+        {
             rec.inline[2 * i].store(rel, Ordering::Relaxed);
             rec.inline[2 * i + 1].store(len, Ordering::Relaxed);
         }

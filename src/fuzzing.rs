@@ -1,0 +1,254 @@
+//! Entry points for the fuzz targets in `fuzz/`, compiled in every build so the committed
+//! corpus also replays as ordinary tests on stable (`tests/fuzz_corpus.rs`).
+//!
+//! Each function must never panic on any input except where it found a bug.
+
+#![doc(hidden)]
+
+use std::collections::VecDeque;
+
+use crate::layout::{validate_header_bytes, HEADER_SIZE};
+use crate::{Backing, Error, Region, RegionOptions};
+
+/// Header validation on arbitrary bytes: never panics; accepts only self-consistent prefixes.
+pub fn region_header(data: &[u8]) {
+    let region_len = data.len() as u64;
+    if let Ok(prefix) = validate_header_bytes(data, region_len) {
+        assert_eq!(region_len, HEADER_SIZE as u64 + prefix.capacity);
+        assert!(prefix.capacity.is_power_of_two());
+    }
+    // The same bytes claimed as the header of a region of any other length.
+    if data.len() >= 8 {
+        let claimed = u64::from_le_bytes(data[..8].try_into().unwrap_or_default());
+        let _ = validate_header_bytes(data, claimed);
+    }
+}
+
+/// Byte cursor over the fuzz input.
+struct Input<'a>(&'a [u8]);
+
+impl Input<'_> {
+    fn byte(&mut self) -> Option<u8> {
+        let (&b, rest) = self.0.split_first()?;
+        self.0 = rest;
+        Some(b)
+    }
+
+    fn u16(&mut self) -> Option<u16> {
+        Some(u16::from_le_bytes([self.byte()?, self.byte()?]))
+    }
+}
+
+fn pattern(unit: u64, blob: usize, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (unit as usize * 31 + blob * 7 + i) as u8)
+        .collect()
+}
+
+/// What the model predicts for one attempted unit.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    Span(u64),
+    TooLarge,
+    Full,
+}
+
+/// The writer's placement rule, restated: record, then each blob 64-aligned, skipping to the
+/// next lap when it would cross the ring's end, then the descriptor table for > 2 blobs; each
+/// step first checks the unit limit, then the space before the tail.
+fn predict(start: u64, lens: &[usize], capacity: u64, tail: u64) -> Outcome {
+    let align = |n: u64| n.div_ceil(64) * 64;
+    let mut sizes: Vec<u64> = lens.iter().map(|&l| align(l as u64)).collect();
+    if lens.len() > 2 {
+        sizes.push(align(lens.len() as u64 * 16));
+    }
+    let (mut cursor, mut used) = (start + 64, 64u64);
+    for size in sizes {
+        used += size;
+        if used > capacity / 2 {
+            return Outcome::TooLarge;
+        }
+        let phys = cursor % capacity;
+        let pos = if size > 0 && phys + size > capacity {
+            cursor + capacity - phys
+        } else {
+            cursor
+        };
+        if pos + size - tail > capacity {
+            return Outcome::Full;
+        }
+        cursor = pos + size;
+    }
+    if cursor - tail > capacity {
+        return Outcome::Full;
+    }
+    Outcome::Span(cursor - start)
+}
+
+/// A unit the model knows: position, span and contents.
+struct Known {
+    position: u64,
+    span: u64,
+    contents: Vec<Vec<u8>>,
+}
+
+/// Arena operations decoded from `data`, run on a heap region and checked against a model:
+/// every unit lands exactly where the placement rule says, comes out in order with its bytes
+/// intact, a try-write fails exactly when the model says the ring is full or the unit too
+/// large, and units ended out of order return space exactly when the released prefix grows.
+pub fn arena_ops(data: &[u8]) {
+    let mut input = Input(data);
+    let capacity = 4096u64 << (input.byte().unwrap_or(0) % 3);
+    let region =
+        Region::create_with(RegionOptions::new(capacity).backing(Backing::Anonymous)).unwrap();
+    let mut writer = region.writer().unwrap();
+    let reader = region.reader().unwrap();
+    let mut queued: VecDeque<Known> = VecDeque::new();
+    let mut held: Vec<(Known, crate::OwnedUnit)> = Vec::new();
+    let mut head = 0u64;
+    let mut next_id = 0u64;
+    while let Some(op) = input.byte() {
+        match op % 4 {
+            0 | 1 => {
+                let blobs = usize::from(op >> 2) % 5;
+                let mut lens = Vec::new();
+                for _ in 0..blobs {
+                    let raw = usize::from(input.u16().unwrap_or(0));
+                    lens.push(if raw > 60000 {
+                        capacity as usize / 2
+                    } else {
+                        raw % 3000
+                    });
+                }
+                let contents: Vec<Vec<u8>> = lens
+                    .iter()
+                    .enumerate()
+                    .map(|(b, &l)| pattern(next_id, b, l))
+                    .collect();
+                let tail = held
+                    .iter()
+                    .map(|h| h.0.position)
+                    .chain(queued.front().map(|k| k.position))
+                    .min()
+                    .unwrap_or(head);
+                let expected = predict(head, &lens, capacity, tail);
+                let abort = op & 0x80 != 0;
+                let mut unit = writer.try_begin_unit().unwrap();
+                let mut result = Ok(());
+                for (b, blob) in contents.iter().enumerate() {
+                    result = if b % 2 == 0 {
+                        unit.push(blob).map(drop)
+                    } else {
+                        unit.blob_mut(blob.len())
+                            .map(|dst| dst.copy_from_slice(blob))
+                    };
+                    if result.is_err() {
+                        break;
+                    }
+                }
+                if result.is_ok() && !abort {
+                    result = unit.commit();
+                } else {
+                    drop(unit);
+                }
+                match (result, expected) {
+                    (Ok(()), Outcome::Span(span)) if !abort => {
+                        queued.push_back(Known {
+                            position: head,
+                            span,
+                            contents,
+                        });
+                        head += span;
+                        next_id += 1;
+                    }
+                    (Ok(()), _) if abort => {}
+                    // An aborted unit may still have hit the limit or a full ring on a blob.
+                    (Err(Error::UnitTooLarge { .. }), Outcome::TooLarge) => {}
+                    (Err(Error::WouldBlock(_)), Outcome::Full) => {}
+                    (result, expected) => {
+                        if !(abort && result.is_ok()) {
+                            panic!("unit {lens:?} at {head} (tail {tail}): got {result:?}, model says {expected:?}");
+                        }
+                    }
+                }
+                assert_eq!(region.cursors().head, head, "head after a write");
+            }
+            2 => match reader.try_next_unit().unwrap() {
+                Some(unit) => {
+                    let known = queued.pop_front().expect("a unit the model lacks");
+                    assert_eq!((unit.position(), unit.span()), (known.position, known.span));
+                    assert_eq!(unit.blob_count(), known.contents.len());
+                    for (b, want) in known.contents.iter().enumerate() {
+                        let got = unit.blob(b).unwrap();
+                        assert_eq!(got, &want[..], "unit at {} blob {b}", known.position);
+                        assert_eq!(got.as_ptr() as usize % 64, 0);
+                    }
+                    held.push((known, unit.into_owned()));
+                }
+                None => assert!(queued.is_empty(), "a committed unit was not delivered"),
+            },
+            _ => {
+                if !held.is_empty() {
+                    let i = usize::from(input.byte().unwrap_or(0)) % held.len();
+                    drop(held.remove(i));
+                }
+            }
+        }
+        let expected_tail = held
+            .iter()
+            .map(|h| h.0.position)
+            .chain(queued.front().map(|k| k.position))
+            .min()
+            .unwrap_or(head);
+        let c = region.cursors();
+        assert_eq!((c.head, c.tail), (head, expected_tail), "cursors");
+        assert!(c.head - c.tail <= capacity);
+    }
+}
+
+/// Arbitrary bytes written over a live region's header and ring (as a hostile peer could),
+/// then every reader operation: errors are fine, panics and out-of-bounds reads are not.
+pub fn corrupt_region(data: &[u8]) {
+    let mut input = Input(data);
+    let capacity = 4096u64;
+    let region =
+        Region::create_with(RegionOptions::new(capacity).backing(Backing::Anonymous)).unwrap();
+    let mut writer = region.writer().unwrap();
+    let reader = region.reader().unwrap();
+    // A few genuine units first, so there are records to damage.
+    for i in 0..(input.byte().unwrap_or(3) % 6) {
+        let _ = writer.write_unit(&[&[i; 100], &[i; 5], &[i; 70]]);
+    }
+    let store = region.store();
+    let base = store.base();
+    let len = HEADER_SIZE + capacity as usize;
+    while let (Some(hi), Some(lo), Some(value)) = (input.byte(), input.byte(), input.byte()) {
+        // Offsets cluster on the interesting bytes: the header's cursors and the records.
+        let offset = (usize::from(hi) << 8 | usize::from(lo)) % len;
+        let offset = if hi & 0x80 != 0 {
+            128 + offset % 512
+        } else {
+            offset
+        };
+        // SAFETY: offset < len, the size of the region's heap buffer. Under the fuzzer only
+        // this thread touches the region, so the byte write races with nothing.
+        unsafe { base.add(offset).write_volatile(value) };
+    }
+    let mut units = Vec::new();
+    for _ in 0..8 {
+        match reader.try_next_unit() {
+            Ok(Some(unit)) => {
+                for blob in unit.blobs().flatten() {
+                    std::hint::black_box(blob.iter().map(|&b| u64::from(b)).sum::<u64>());
+                }
+                units.push(unit.into_owned());
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    drop(units);
+    let _ = writer.try_begin_unit().and_then(|mut u| {
+        u.push(&[1; 64])?;
+        u.commit()
+    });
+}
