@@ -103,7 +103,10 @@ impl Prefix {
             ));
         }
         if self.mode != MODE_SPSC {
-            return Err(Error::corrupt(format!("unknown ring mode {}", self.mode), 12));
+            return Err(Error::corrupt(
+                format!("unknown ring mode {}", self.mode),
+                12,
+            ));
         }
         validate_capacity(self.capacity).map_err(|e| Error::corrupt(e, 16))?;
         if self.data_offset != HEADER_SIZE as u64 {

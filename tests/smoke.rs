@@ -1,5 +1,5 @@
-use std::time::Duration;
 use shm_arena::{Backing, Region, RegionOptions};
+use std::time::Duration;
 
 #[test]
 fn threads_many_laps() {
@@ -26,6 +26,9 @@ fn threads_many_laps() {
             assert!(b.iter().all(|&x| x == i as u8));
         }
         t.join().unwrap();
-        assert!(matches!(r.next_unit(Duration::from_secs(1)), Err(shm_arena::Error::Closed(_))));
+        assert!(matches!(
+            r.next_unit(Duration::from_secs(1)),
+            Err(shm_arena::Error::Closed(_))
+        ));
     }
 }

@@ -41,7 +41,9 @@ impl Model {
             shared: Shared::default(),
             capacity,
             records: (0..slots).map(|_| Record::default()).collect(),
-            slots: (0..slots).map(|_| loom::cell::UnsafeCell::new(())).collect(),
+            slots: (0..slots)
+                .map(|_| loom::cell::UnsafeCell::new(()))
+                .collect(),
             bytes: (0..capacity).map(|_| UnsafeCell::new(0)).collect(),
             futex: Mutex::new(()),
             wakeup: Condvar::new(),
