@@ -148,8 +148,6 @@ pub fn arena_ops(data: &[u8]) {
                 }
                 if result.is_ok() && !abort {
                     result = unit.commit();
-                } else {
-                    drop(unit);
                 }
                 match (result, expected) {
                     (Ok(()), Outcome::Span(span)) if !abort => {

@@ -52,14 +52,21 @@ pub(crate) fn register(shared: &Shared, role: Role) -> Result<()> {
 /// Whether the process registered for `role` (if any) still runs.
 ///
 /// # Errors
-/// [`Error::PeerGone`] if it exited, is a zombie, or its pid now names another process.
+/// [`Error::PeerGone`] if it exited, is a zombie, or its pid now names another process;
+/// [`Error::Corrupt`] if the slot holds an impossible pid.
 pub(crate) fn check(shared: &Shared, role: Role) -> Result<()> {
     let slot = slot(shared, role);
     // Acquire: pairs with the Release stores in `register`.
     let pid = slot.pid.load(Ordering::Acquire);
     let start = slot.start_time.load(Ordering::Acquire);
-    if pid == 0 || pid > u64::from(u32::MAX) {
+    if pid == 0 {
         return Ok(());
+    }
+    if pid > u64::from(u32::MAX) {
+        return Err(Error::corrupt(
+            format!("the {role} slot holds pid {pid}, which no process can have"),
+            0,
+        ));
     }
     if alive(pid as u32, start) {
         Ok(())

@@ -23,7 +23,9 @@ pub enum Backing {
     Memfd,
     /// A POSIX shared-memory object with a random name, created exclusively with mode 0600 and
     /// unlinked when the creator's last handle goes (or by [`Region::unlink`]). Any process of
-    /// the same user that knows the name can open it.
+    /// the same user that knows the name can open it. Unlike a memfd it cannot be sealed: a
+    /// process of that user could truncate it after it was opened, and the next access would
+    /// raise SIGBUS. Prefer [`Backing::Memfd`] when the peer is a child process.
     Named,
     /// Private heap memory: threads of this process only.
     Anonymous,

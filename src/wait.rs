@@ -90,7 +90,13 @@ pub(crate) fn wait_for<T>(
             });
         }
         if now >= next_peer_check {
-            crate::peer::check(store.shared(), peer)?;
+            if let Err(gone) = crate::peer::check(store.shared(), peer) {
+                // The peer may have made progress just before dying: deliver that first.
+                return match poll()? {
+                    Some(v) => Ok(v),
+                    None => Err(gone),
+                };
+            }
             next_peer_check = now + PEER_CHECK_INTERVAL;
         }
         let slice = deadline.map_or(PEER_CHECK_INTERVAL, |d| (d - now).min(PEER_CHECK_INTERVAL));
