@@ -105,6 +105,7 @@ impl Error {
         }
     }
 
+    #[cfg_attr(shm_arena_loom, allow(dead_code))]
     pub(crate) fn io(context: impl Into<String>, source: impl Into<io::Error>) -> Self {
         Error::Io {
             context: context.into(),

@@ -20,6 +20,7 @@ pub const LAYOUT_VERSION: u32 = 1;
 /// Bytes before the ring: one page.
 pub const HEADER_SIZE: usize = 4096;
 /// Offset of [`Shared`] inside the header page.
+#[cfg_attr(shm_arena_loom, allow(dead_code))]
 pub(crate) const SHARED_OFFSET: usize = 128;
 /// Alignment of every record, blob and descriptor table, in bytes.
 pub const BLOB_ALIGN: u64 = 64;
@@ -70,6 +71,7 @@ pub struct Prefix {
 }
 
 impl Prefix {
+    #[cfg_attr(shm_arena_loom, allow(dead_code))]
     pub(crate) fn new(capacity: u64, mode: u32, creator_pid: u32) -> Self {
         Prefix {
             magic: MAGIC,

@@ -137,6 +137,7 @@ impl Region {
         Reader::attach(Arc::clone(&self.store))
     }
 
+    #[cfg_attr(shm_arena_loom, allow(dead_code))]
     pub(crate) fn store(&self) -> &Store {
         &self.store
     }

@@ -7,8 +7,8 @@ use crate::layout::{
 };
 use crate::reader::Reader;
 use crate::storage::{Storage, Store};
-use crate::sync::{Arc, Ordering};
-use crate::wait::{notify, Signal};
+use crate::sync::{fence, Arc, Ordering};
+use crate::wait::{wake_if_waiting, Signal};
 use crate::{Error, Result};
 
 /// Where a unit lies. Copied out of shared memory and validated once; blob descriptors are
@@ -133,42 +133,51 @@ impl View {
     }
 
     /// Ends the unit: its span returns to the writer once every unit before it has ended.
+    ///
+    /// Two paths. In order (the unit is at the tail, the common case): nobody else can move
+    /// the tail, so a plain store moves it past the unit. Out of order: the unit's record is
+    /// marked RELEASED and whoever ends the unit before it will move the tail over it.
+    ///
+    /// The hand-over between the two is a store-buffer (Dekker) pattern, made with SeqCst
+    /// *fences* (loom models fences exactly, but treats SeqCst accesses as AcqRel):
+    /// - the in-order releaser stores the tail, fences, then loads the next record's mark;
+    /// - the out-of-order releaser stores its mark, fences, then loads the tail.
+    ///
+    /// At least one of them sees the other's store, so a marked unit at the tail is never left
+    /// behind. The same fence pairs with a sleeping writer's fence in `wait_for` (tail stored,
+    /// then the waiter count loaded), so wake-ups are not lost either.
     pub(crate) fn release(&self, store: &Store) {
         let shared = store.shared();
-        // SeqCst: this tail load and CAS pair with the SeqCst record loads of other releasers
-        // in `advance_tail` (store-buffer pattern, see there).
-        let tail = shared.tail.0.load(Ordering::SeqCst);
-        let mut moved = false;
-        if tail == self.start {
-            // The unit at the tail is ours and not marked released, so nobody else can move
-            // the tail: the CAS only fails if shared memory was corrupted.
-            moved = shared
-                .tail
-                .0
-                .compare_exchange(
-                    self.start,
-                    self.start + self.span,
-                    Ordering::SeqCst,
-                    Ordering::SeqCst,
-                )
-                .is_ok();
-        }
-        if !moved {
-            // SeqCst: pairs with the SeqCst tail CAS and record load in `advance_tail` run by
-            // the releaser of the unit before ours: either it sees this mark, or our
-            // `advance_tail` sees its tail.
+        let end = self.start + self.span;
+        // Relaxed: a stale (smaller) tail only sends us down the out-of-order path, which is
+        // correct for any tail; the tail never passes an unmarked unit, so it cannot be larger.
+        if shared.tail.0.load(Ordering::Relaxed) == self.start {
+            // Release: pairs with the writer's Acquire tail load in `UnitWriter::reserve`: our
+            // reads of this unit's bytes happen before the writer reuses them.
+            shared.tail.0.store(end, Ordering::Release);
+            fence(Ordering::SeqCst);
+            // Acquire: pairs with the Release mark in the out-of-order path below.
+            if store.record(end).word.load(Ordering::Acquire) == end | RELEASED {
+                advance_tail(store);
+            }
+            wake_if_waiting(store, Signal::Space);
+        } else {
+            // Release: pairs with the Acquire mark load in `advance_tail`, which passes our
+            // reads of the unit on to the writer through its tail CAS.
             store
                 .record(self.start)
                 .word
-                .store(self.start | RELEASED, Ordering::SeqCst);
-        }
-        if advance_tail(store) || moved {
-            notify(store, Signal::Space);
+                .store(self.start | RELEASED, Ordering::Release);
+            fence(Ordering::SeqCst);
+            if advance_tail(store) {
+                wake_if_waiting(store, Signal::Space);
+            }
         }
     }
 }
 
-/// Moves the tail over the longest prefix of released units; true if it moved.
+/// Moves the tail over the longest prefix of marked (released) units; true if it moved.
+/// Call after a SeqCst fence that follows the caller's own store (see [`View::release`]).
 ///
 /// Several threads may run this at once (owned units end anywhere): each step is a CAS from the
 /// tail it saw, so the tail moves once per unit. A record read here may already be reused by
@@ -178,7 +187,7 @@ fn advance_tail(store: &Store) -> bool {
     let shared = store.shared();
     let mut moved = false;
     loop {
-        let tail = shared.tail.0.load(Ordering::SeqCst);
+        let tail = shared.tail.0.load(Ordering::Acquire);
         // Acquire: pairs with the Release store in `UnitWriter::commit`: records before the
         // head are complete.
         let head = shared.head.0.load(Ordering::Acquire);
@@ -186,8 +195,8 @@ fn advance_tail(store: &Store) -> bool {
             break;
         }
         let rec = store.record(tail);
-        // SeqCst: pairs with the SeqCst RELEASED store in `View::release`.
-        if rec.word.load(Ordering::SeqCst) != tail | RELEASED {
+        // Acquire: pairs with the Release mark in `View::release`.
+        if rec.word.load(Ordering::Acquire) != tail | RELEASED {
             break;
         }
         let span = rec.span.load(Ordering::Relaxed);
@@ -196,16 +205,18 @@ fn advance_tail(store: &Store) -> bool {
             // bytes we cannot account for.
             break;
         }
-        // SeqCst: Release half pairs with the writer's Acquire tail load in
-        // `UnitWriter::reserve` (every read of these bytes happens before their reuse);
-        // SeqCst for the store-buffer pairing described in `View::release`.
+        // AcqRel: the Release half pairs with the writer's Acquire tail load in
+        // `UnitWriter::reserve` (the marker's reads happen before the bytes are reused).
         if shared
             .tail
             .0
-            .compare_exchange(tail, tail + span, Ordering::SeqCst, Ordering::SeqCst)
+            .compare_exchange(tail, tail + span, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
             moved = true;
+            // Pairs with the fence of the releaser of the next unit (see `View::release`)
+            // before we load its mark, and with a sleeping writer's fence.
+            fence(Ordering::SeqCst);
         }
     }
     moved

@@ -37,11 +37,16 @@ fn words(signals: &Signals, signal: Signal) -> (&AtomicU32, &AtomicU32) {
 
 /// Wakes the sleepers on `signal`, if there are any. Call after publishing the progress.
 pub(crate) fn notify(store: &Store, signal: Signal) {
-    let (seq, waiters) = words(&store.shared().signals.0, signal);
     // SeqCst fence: pairs with the fence in `wait_for` between raising the waiter count and
     // re-checking the condition (Dekker): the progress stored before this fence is seen by
-    // that re-check, or the raised count is seen by the load below.
+    // that re-check, or the raised count is seen by the load in `wake_if_waiting`.
     fence(Ordering::SeqCst);
+    wake_if_waiting(store, signal);
+}
+
+/// [`notify`] for a caller that has already issued a SeqCst fence after its progress.
+pub(crate) fn wake_if_waiting(store: &Store, signal: Signal) {
+    let (seq, waiters) = words(&store.shared().signals.0, signal);
     if waiters.load(Ordering::Relaxed) != 0 {
         // Release: pairs with the Acquire load of `seq` in `wait_for`, so a waiter that reads
         // the new value also sees the progress.
