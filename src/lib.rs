@@ -50,6 +50,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod codec;
+mod envelope;
 mod error;
 #[cfg(not(shm_arena_loom))]
 pub mod fuzzing;
@@ -61,6 +62,8 @@ mod storage;
 mod sync;
 mod unit;
 mod wait;
+#[cfg(not(shm_arena_loom))]
+pub mod worker;
 mod writer;
 
 pub use error::{Error, Result, Role};

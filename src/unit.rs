@@ -295,8 +295,8 @@ impl fmt::Debug for Unit<'_> {
 /// A committed unit that owns a handle on its region: it may move to another thread and outlive
 /// the reader's borrow. Dropping it ends the unit.
 pub struct OwnedUnit {
-    store: Arc<Store>,
-    view: View,
+    pub(crate) store: Arc<Store>,
+    pub(crate) view: View,
 }
 
 impl OwnedUnit {

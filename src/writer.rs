@@ -27,6 +27,10 @@ pub struct Writer {
     timeout: Option<Duration>,
     /// Blob descriptors (offset from the unit's start, length) of the unit being written.
     descriptors: Vec<(u64, u64)>,
+    /// Scratch buffer for `send`'s envelope, kept to avoid an allocation per unit.
+    pub(crate) envelope: Vec<u8>,
+    /// Offload threshold for `send`.
+    pub(crate) encode_options: crate::codec::EncodeOptions,
 }
 
 impl Writer {
@@ -43,6 +47,8 @@ impl Writer {
             tail_cache: tail,
             timeout: None,
             descriptors: Vec::new(),
+            envelope: Vec::new(),
+            encode_options: crate::codec::EncodeOptions::default(),
         })
     }
 

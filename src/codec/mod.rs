@@ -68,8 +68,9 @@
 //! # Borrowing and lifetimes
 //!
 //! Serde's derive borrows `&'a str` and `&'a [u8]` fields by itself; `Cow<'a, str>`,
-//! [`Bytes<'a>`](Bytes) and [`Array<'a, T>`](Array) fields need `#[serde(borrow)]`, else they
-//! decode owned (or, for `Array`, fail to compile the derive with a lifetime error).
+//! [`Bytes<'a>`](Bytes) and [`Array<'a, T>`](Array) fields need `#[serde(borrow)]`: without it a
+//! `Cow` decodes owned (a copy), and `Bytes`/`Array` fields fail to compile with "lifetime may not
+//! live long enough".
 //!
 //! Offloaded arrays always borrow: blobs are 64-byte aligned. Inline array data is padded to its
 //! element size relative to the envelope's first byte, so it borrows whenever the envelope starts

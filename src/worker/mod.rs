@@ -1,0 +1,1 @@
+//! Placeholder: `iterate_in_subprocess` is being written (issue 5).
