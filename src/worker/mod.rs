@@ -1,1 +1,109 @@
-//! Placeholder: `iterate_in_subprocess` is being written (issue 5).
+//! Worker processes: a named function runs in a child process and produces units into an arena;
+//! the parent iterates them. The Rust counterpart of SPDL's `iterate_in_subprocess`.
+//!
+//! Closures cannot cross a process boundary, so workers are *registered by name* in `main`,
+//! before anything else runs. The parent starts the worker by re-executing its own executable
+//! (spawn-style: exec, never a fork of a possibly multi-threaded parent that then keeps running
+//! its copy of the parent's state); in that process [`Registry::run_if_worker`] sees the
+//! worker's environment, runs the named function and exits.
+//!
+//! ```no_run
+//! use serde::{Deserialize, Serialize};
+//! use shm_arena::codec::Array;
+//! use shm_arena::worker::{iterate_in_subprocess, Options, Output, Registry};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Frame<'a> {
+//!     id: u64,
+//!     #[serde(borrow)]
+//!     pixels: Array<'a, f32>,
+//! }
+//!
+//! /// Runs in the worker process: sends `count` frames.
+//! fn frames(count: u64, out: &mut Output) -> shm_arena::Result<()> {
+//!     let pixels = vec![0.5f32; 256 * 256];
+//!     for id in 0..count {
+//!         out.send(&Frame { id, pixels: Array::from_slice(&pixels, &[256, 256])? })?;
+//!     }
+//!     Ok(())
+//! }
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     // First thing in main: in a worker process this runs the worker and exits.
+//!     Registry::new().register("frames", frames).run_if_worker();
+//!
+//!     for item in iterate_in_subprocess("frames", &100u64, Options::default())? {
+//!         let item = item?;                       // a worker failure ends the loop here
+//!         let frame: Frame = item.decode()?;      // borrows from shared memory
+//!         assert_eq!(frame.pixels.shape(), &[256, 256]);
+//!     }                                           // dropping the item frees its space
+//!     Ok(())
+//! }
+//! ```
+//!
+//! (`no_run`: a doc test cannot register itself as a worker; `tests/worker.rs` runs all of this
+//! for real, and `examples/pipeline.rs` is a complete program.)
+//!
+//! # What crosses the process boundary
+//!
+//! - The arena: a memfd region inherited by the child (no name in `/dev/shm` at any time), so
+//!   nothing is left behind whichever process dies.
+//! - The worker's name and the initializer's name, in environment variables.
+//! - The arguments, encoded with [`crate::codec`] into an inherited, sealed memfd (no size limit
+//!   as with environment variables or command lines).
+//! - A status pipe: the worker writes one short message (done, the error it returned, or the
+//!   panic message) before it exits, so the parent can report *why* it stopped.
+//! - With [`Options::max_in_flight`], a small counter page (another memfd) the parent bumps when
+//!   an item is ended and the worker waits on with a futex.
+//!
+//! # Failure handling
+//!
+//! | What happens | What the parent sees |
+//! |---|---|
+//! | the worker returns `Err(e)` | [`WorkerError::Failed`] with `e`'s message, after the items it sent |
+//! | the worker panics | [`WorkerError::Panicked`] with the panic message and location |
+//! | the worker is killed by a signal | [`WorkerError::Signaled`] naming the signal, within about 100 ms of its death |
+//! | the worker sends nothing for [`Options::inactivity_timeout`] | [`WorkerError::Inactive`]; the worker is stopped |
+//! | the parent is killed (even SIGKILL) | the worker gets SIGKILL from the kernel (`PR_SET_PDEATHSIG`) |
+//! | the parent drops the iterator early | the ring is closed, so the worker's next send fails with [`crate::Error::Closed`] and it exits; after [`Options::stop_timeout`] it gets SIGTERM, one second later SIGKILL; it is always reaped |
+//!
+//! After an error the iteration is over: the next call returns `None`.
+
+mod child;
+mod error;
+mod limit;
+mod parent;
+mod registry;
+mod spawn;
+
+pub use child::Output;
+pub use error::WorkerError;
+pub use parent::{iterate_in_subprocess, Decoded, Item, Subprocess, WorkerUnit};
+pub use registry::Registry;
+pub use spawn::Options;
+
+/// Environment variable holding the name of the worker a child process runs. Its presence is
+/// what makes [`Registry::run_if_worker`] run a worker.
+pub const WORKER_ENV: &str = "SHM_ARENA_WORKER";
+/// Environment variable holding the name of the initializer to run first (may be absent).
+pub(crate) const INIT_ENV: &str = "SHM_ARENA_WORKER_INIT";
+/// Environment variable with the inherited descriptors: `args,status[,limit]`.
+pub(crate) const FDS_ENV: &str = "SHM_ARENA_WORKER_FDS";
+/// Environment variable with the pid of the parent that started the worker.
+pub(crate) const PARENT_ENV: &str = "SHM_ARENA_WORKER_PARENT";
+
+/// Exit status of a worker whose function returned `Ok` (or that stopped because the parent
+/// closed the ring).
+pub(crate) const EXIT_DONE: i32 = 0;
+/// Exit status of a worker whose function returned `Err`.
+pub(crate) const EXIT_FAILED: i32 = 3;
+/// Exit status of a worker whose function panicked.
+pub(crate) const EXIT_PANICKED: i32 = 4;
+/// Exit status of a worker that could not start (unknown name, bad arguments, no region).
+pub(crate) const EXIT_SETUP: i32 = 5;
+/// Exit status of a worker whose parent was gone before it started.
+pub(crate) const EXIT_ORPHANED: i32 = 6;
+
+/// Longest status message a worker sends: below `PIPE_BUF`, so the write is atomic and never
+/// blocks on an empty pipe.
+pub(crate) const MAX_STATUS: usize = 4000;
