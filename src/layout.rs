@@ -6,7 +6,7 @@
 //! offset 4096  the ring: `capacity` bytes, addressed by u64 positions (offset = pos & mask)
 //! ```
 //!
-//! Every unit starts with a 64-byte [`Record`] at a 64-aligned position. Positions grow
+//! Every unit starts with a 64-byte record (`Record`) at a 64-aligned position. Positions grow
 //! monotonically and never wrap in practice (2^64 bytes), so a record's stamp, its own start
 //! position, tells a record of this lap from a stale one of an earlier lap.
 
