@@ -118,6 +118,17 @@ impl Region {
     /// [`Error::InvalidArgument`] for a bad capacity; [`Error::Io`] if the OS refuses.
     pub fn create_with(options: RegionOptions) -> Result<Region> {
         validate_capacity(options.capacity).map_err(Error::InvalidArgument)?;
+        #[cfg(not(any(shm_arena_loom, miri)))]
+        {
+            // The ring must be whole pages so the header page and the ring map cleanly.
+            let page = rustix::param::page_size() as u64;
+            if options.capacity % page != 0 {
+                return Err(Error::InvalidArgument(format!(
+                    "capacity {} is not a multiple of the page size {page}",
+                    options.capacity
+                )));
+            }
+        }
         Region::create_backing(options)
     }
 
