@@ -27,10 +27,8 @@ pub struct Reader {
 
 impl Reader {
     pub(crate) fn attach(store: Arc<Store>) -> Result<Reader> {
+        let (_, tail) = crate::unit::load_cursors(&store)?;
         crate::peer::register(store.shared(), Role::Reader)?;
-        // Acquire: pairs with the releasing CAS in `advance_tail` (there is none before we
-        // attach, but a region is only read from its tail on).
-        let tail = store.shared().tail.0.load(Ordering::Acquire);
         Ok(Reader {
             store,
             next: Cell::new(tail),

@@ -176,6 +176,27 @@ impl View {
     }
 }
 
+/// Loads the head and tail and checks they can be a ring's cursors: 64-aligned, tail not past
+/// the head, at most one ring apart. Used where a handle attaches.
+pub(crate) fn load_cursors(store: &Store) -> Result<(u64, u64)> {
+    let shared = store.shared();
+    // Acquire: pairs with the Release store in `UnitWriter::commit`.
+    let head = shared.head.0.load(Ordering::Acquire);
+    // Acquire: pairs with the tail stores in `View::release` and `advance_tail`.
+    let tail = shared.tail.0.load(Ordering::Acquire);
+    if head % BLOB_ALIGN != 0
+        || tail % BLOB_ALIGN != 0
+        || tail > head
+        || head - tail > store.capacity()
+    {
+        return Err(Error::corrupt(
+            format!("cursors head {head} and tail {tail} are not a valid ring state"),
+            tail,
+        ));
+    }
+    Ok((head, tail))
+}
+
 /// Moves the tail over the longest prefix of marked (released) units; true if it moved.
 /// Call after a SeqCst fence that follows the caller's own store (see [`View::release`]).
 ///
@@ -191,7 +212,8 @@ fn advance_tail(store: &Store) -> bool {
         // Acquire: pairs with the Release store in `UnitWriter::commit`: records before the
         // head are complete.
         let head = shared.head.0.load(Ordering::Acquire);
-        if tail >= head {
+        if tail >= head || tail % BLOB_ALIGN != 0 {
+            // Nothing to do, or a corrupt tail: never act on a misaligned position.
             break;
         }
         let rec = store.record(tail);

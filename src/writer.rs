@@ -35,12 +35,8 @@ pub struct Writer {
 
 impl Writer {
     pub(crate) fn attach(store: Arc<Store>) -> Result<Writer> {
+        let (head, tail) = crate::unit::load_cursors(&store)?;
         crate::peer::register(store.shared(), Role::Writer)?;
-        let shared = store.shared();
-        // Acquire: pairs with the Release store of the head in `UnitWriter::commit` (of no
-        // earlier writer in SPSC, where the role is taken once; kept for symmetry).
-        let head = shared.head.0.load(Ordering::Acquire);
-        let tail = shared.tail.0.load(Ordering::Acquire);
         Ok(Writer {
             store,
             head,
@@ -245,7 +241,7 @@ impl UnitWriter<'_> {
             // Acquire: pairs with the SeqCst (releasing) tail CAS in `advance_tail`: every read
             // of the released units happened before we overwrite their bytes.
             let tail = store.shared().tail.0.load(Ordering::Acquire);
-            if tail < *cache || tail > head {
+            if tail < *cache || tail > head || tail % BLOB_ALIGN != 0 {
                 return Err(Error::corrupt(
                     format!("tail cursor {tail} outside [{}, head {head}]", *cache),
                     tail,
