@@ -253,34 +253,9 @@ pub struct Unit<'r> {
     pub(crate) view: View,
 }
 
-impl<'r> Unit<'r> {
-    /// Number of blobs in the unit.
-    pub fn blob_count(&self) -> usize {
-        self.view.count as usize
-    }
-
-    /// Blob `index`: contiguous, 64-byte aligned, straight from shared memory.
-    ///
-    /// # Errors
-    /// [`Error::InvalidArgument`] if there is no such blob; [`Error::Corrupt`] if the writer's
-    /// descriptor of it points outside the unit.
-    pub fn blob(&self, index: usize) -> Result<&[u8]> {
-        self.view.blob(self.reader.store(), index)
-    }
-
-    /// Every blob in order.
-    pub fn blobs(&self) -> impl Iterator<Item = Result<&[u8]>> + '_ {
-        (0..self.blob_count()).map(|i| self.blob(i))
-    }
-
-    /// The unit's ring position (unique for the region's lifetime).
-    pub fn position(&self) -> u64 {
-        self.view.start
-    }
-
-    /// Bytes the unit occupies in the ring, record and padding included.
-    pub fn span(&self) -> u64 {
-        self.view.span
+impl Unit<'_> {
+    fn store(&self) -> &Store {
+        self.reader.store()
     }
 
     /// Detaches the unit from the reader's borrow: the owned form is `Send + 'static` and keeps
@@ -293,24 +268,11 @@ impl<'r> Unit<'r> {
         std::mem::forget(self);
         owned
     }
-
-    /// Ends the unit (the same as dropping it).
-    pub fn end(self) {}
 }
 
 impl Drop for Unit<'_> {
     fn drop(&mut self) {
         self.view.release(self.reader.store());
-    }
-}
-
-impl fmt::Debug for Unit<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Unit")
-            .field("position", &self.view.start)
-            .field("span", &self.view.span)
-            .field("blobs", &self.view.count)
-            .finish()
     }
 }
 
@@ -322,36 +284,9 @@ pub struct OwnedUnit {
 }
 
 impl OwnedUnit {
-    /// Number of blobs in the unit.
-    pub fn blob_count(&self) -> usize {
-        self.view.count as usize
+    fn store(&self) -> &Store {
+        &self.store
     }
-
-    /// Blob `index`, as [`Unit::blob`].
-    ///
-    /// # Errors
-    /// As [`Unit::blob`].
-    pub fn blob(&self, index: usize) -> Result<&[u8]> {
-        self.view.blob(&self.store, index)
-    }
-
-    /// Every blob in order.
-    pub fn blobs(&self) -> impl Iterator<Item = Result<&[u8]>> + '_ {
-        (0..self.blob_count()).map(|i| self.blob(i))
-    }
-
-    /// The unit's ring position.
-    pub fn position(&self) -> u64 {
-        self.view.start
-    }
-
-    /// Bytes the unit occupies in the ring.
-    pub fn span(&self) -> u64 {
-        self.view.span
-    }
-
-    /// Ends the unit (the same as dropping it).
-    pub fn end(self) {}
 }
 
 impl Drop for OwnedUnit {
@@ -360,15 +295,57 @@ impl Drop for OwnedUnit {
     }
 }
 
-impl fmt::Debug for OwnedUnit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OwnedUnit")
-            .field("position", &self.view.start)
-            .field("span", &self.view.span)
-            .field("blobs", &self.view.count)
-            .finish()
-    }
+/// The read access both unit forms share, written once.
+macro_rules! unit_access {
+    ($unit:ty, $name:literal) => {
+        impl $unit {
+            /// Number of blobs in the unit.
+            pub fn blob_count(&self) -> usize {
+                self.view.count as usize
+            }
+
+            /// Blob `index`: contiguous, 64-byte aligned, straight from shared memory.
+            ///
+            /// # Errors
+            /// [`Error::InvalidArgument`] if there is no such blob; [`Error::Corrupt`] if the
+            /// writer's descriptor of it points outside the unit.
+            pub fn blob(&self, index: usize) -> Result<&[u8]> {
+                self.view.blob(self.store(), index)
+            }
+
+            /// Every blob in order.
+            pub fn blobs(&self) -> impl Iterator<Item = Result<&[u8]>> + '_ {
+                (0..self.blob_count()).map(|i| self.blob(i))
+            }
+
+            /// The unit's ring position (unique for the region's lifetime).
+            pub fn position(&self) -> u64 {
+                self.view.start
+            }
+
+            /// Bytes the unit occupies in the ring, record and padding included.
+            pub fn span(&self) -> u64 {
+                self.view.span
+            }
+
+            /// Ends the unit (the same as dropping it).
+            pub fn end(self) {}
+        }
+
+        impl fmt::Debug for $unit {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct($name)
+                    .field("position", &self.view.start)
+                    .field("span", &self.view.span)
+                    .field("blobs", &self.view.count)
+                    .finish()
+            }
+        }
+    };
 }
+
+unit_access!(Unit<'_>, "Unit");
+unit_access!(OwnedUnit, "OwnedUnit");
 
 /// Bytes a unit with blobs of these lengths needs, record and alignment included, not counting
 /// padding at the ring's end (which the [`crate::Writer::max_unit`] limit already allows for).
