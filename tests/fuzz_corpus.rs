@@ -41,13 +41,19 @@ fn random_inputs(count: usize, max_len: usize, check: fn(&[u8])) {
 
 #[test]
 fn region_header() {
-    replay("region_header", shm_arena::fuzzing::region_header);
+    assert!(
+        replay("region_header", shm_arena::fuzzing::region_header) > 0,
+        "the committed corpus of region_header is missing"
+    );
     random_inputs(2000, 200, shm_arena::fuzzing::region_header);
 }
 
 #[test]
 fn arena_ops() {
-    replay("arena_ops", shm_arena::fuzzing::arena_ops);
+    assert!(
+        replay("arena_ops", shm_arena::fuzzing::arena_ops) > 0,
+        "the committed corpus of arena_ops is missing"
+    );
     random_inputs(
         if cfg!(miri) { 5 } else { 300 },
         600,
@@ -57,10 +63,26 @@ fn arena_ops() {
 
 #[test]
 fn corrupt_region() {
-    replay("corrupt_region", shm_arena::fuzzing::corrupt_region);
+    assert!(
+        replay("corrupt_region", shm_arena::fuzzing::corrupt_region) > 0,
+        "the committed corpus of corrupt_region is missing"
+    );
     random_inputs(
         if cfg!(miri) { 5 } else { 500 },
         300,
         shm_arena::fuzzing::corrupt_region,
+    );
+}
+
+#[test]
+fn envelope() {
+    assert!(
+        replay("envelope", shm_arena::codec::fuzzing::decode_envelope) > 0,
+        "the committed corpus of envelope is missing"
+    );
+    random_inputs(
+        if cfg!(miri) { 5 } else { 2000 },
+        400,
+        shm_arena::codec::fuzzing::decode_envelope,
     );
 }
