@@ -198,3 +198,30 @@ fn units_not_written_by_send_give_codec_errors() {
     assert_eq!(bytes.as_slice(), &[5u8; 5000][..]);
     assert!(bytes.is_borrowed());
 }
+
+#[cfg(feature = "ndarray")]
+#[test]
+fn decoded_arrays_give_ndarray_views_of_shared_memory() {
+    let region = Region::create(1 << 20).unwrap();
+    let (mut writer, reader) = (region.writer().unwrap(), region.reader().unwrap());
+    let data: Vec<f64> = (0..6000).map(f64::from).collect();
+    writer
+        .send(&Array::from_slice(&data, &[20, 30, 10]).unwrap())
+        .unwrap();
+    let unit = reader.next_unit(WAIT).unwrap();
+    let array: Array<f64> = unit.decode().unwrap();
+    let view = array.view().unwrap();
+    assert_eq!(view.shape(), &[20, 30, 10]);
+    assert_eq!(view[[19, 29, 9]], 5999.0);
+    assert_eq!(view[[1, 2, 3]], 323.0);
+    assert!(within(
+        bytemuck_bytes(view.as_slice().unwrap()),
+        unit.blob(0).unwrap()
+    ));
+}
+
+#[cfg(feature = "ndarray")]
+fn bytemuck_bytes(values: &[f64]) -> &[u8] {
+    // SAFETY: f64 has no padding and every byte pattern is a valid u8.
+    unsafe { std::slice::from_raw_parts(values.as_ptr().cast(), std::mem::size_of_val(values)) }
+}

@@ -207,6 +207,29 @@ impl<'a, T: Element> Array<'a, T> {
         self.shape.len()
     }
 
+    /// An `ndarray` view of the array with its shape, borrowing the same memory (for a decoded
+    /// array: shared memory). Needs the `ndarray` feature.
+    ///
+    /// ```
+    /// use shm_arena::codec::Array;
+    /// let data = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
+    /// let array = Array::from_slice(&data, &[2, 3])?;
+    /// let view = array.view()?;
+    /// assert_eq!(view.shape(), &[2, 3]);
+    /// assert_eq!(view[[1, 2]], 6.0);
+    /// # Ok::<(), shm_arena::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) if ndarray refuses the shape
+    /// (the constructors and the decoder already check that it matches the length).
+    #[cfg(feature = "ndarray")]
+    pub fn view(&self) -> crate::Result<ndarray::ArrayViewD<'_, T>> {
+        ndarray::ArrayViewD::from_shape(ndarray::IxDyn(&self.shape), &self.data).map_err(|e| {
+            crate::Error::InvalidArgument(format!("array of shape {:?}: {e}", self.shape))
+        })
+    }
+
     /// All elements in row-major order.
     pub fn as_slice(&self) -> &[T] {
         &self.data
