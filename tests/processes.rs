@@ -1,8 +1,8 @@
 //! Multi-process tests: real child processes share a region with this one.
 //!
 //! A child is this test binary started again (`std::env::current_exe()`) with a filter that
-//! runs only [`child_main`], plus [`ROLE_ENV`] naming what it should do. Without that variable
-//! `child_main` returns at once, so a normal test run does not misfire. Every child is owned
+//! runs only the ignored [`child_main`] (`--ignored --exact child_main`), plus [`ROLE_ENV`]
+//! naming what it should do; a normal test run skips it as ignored. Every child is owned
 //! by a [`ChildGuard`] that kills and reaps it on every path, and every wait has a deadline, so
 //! a broken ring fails a test instead of hanging CI.
 //!
@@ -35,8 +35,10 @@ const READY: &str = "SHM_ARENA_CHILD_READY";
 /// Longest any child may live: a hang guard, far above what any test needs.
 const CHILD_DEADLINE: Duration = Duration::from_secs(120);
 
-/// Entry point of child processes (see the module docs). Does nothing in a normal run.
+/// Entry point of child processes (see the module docs): ignored in a normal run, started with
+/// `--ignored --exact child_main` by the tests.
 #[test]
+#[ignore = "child-process entry point, started by the other tests"]
 fn child_main() {
     let Ok(role) = std::env::var(ROLE_ENV) else {
         return;
@@ -85,7 +87,13 @@ impl ChildGuard {
         let exe = std::env::current_exe().expect("path of the test binary");
         let mut command = Command::new(exe);
         command
-            .args(["--exact", "child_main", "--nocapture", "--test-threads=1"])
+            .args([
+                "--ignored",
+                "--exact",
+                "child_main",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(ROLE_ENV, role)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

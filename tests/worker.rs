@@ -2,8 +2,8 @@
 //! what the parent sees, and that nothing is left behind.
 //!
 //! A worker is this test binary re-executed with a filter that runs only [`worker_main`], which
-//! calls `Registry::run_if_worker` (as a program's `main` would). In a normal test run
-//! `worker_main` does nothing. The "parent killed" test adds one more level: a *middle*
+//! calls `Registry::run_if_worker` (as a program's `main` would). A normal test run skips it as
+//! ignored. The "parent killed" test adds one more level: a *middle*
 //! process (also this binary, selected by [`MIDDLE_ENV`]) starts a worker and is SIGKILLed.
 //!
 //! Every test holds [`LOCK`] and compares a [`Baseline`] taken before with the state after:
@@ -131,8 +131,10 @@ fn registry() -> Registry {
         .register_initializer("count_init", count_init)
 }
 
-/// Entry point of worker (and middle) processes. Does nothing in a normal run.
+/// Entry point of worker (and middle) processes: ignored in a normal run, started with
+/// `--ignored --exact worker_main` by the tests.
 #[test]
+#[ignore = "worker-process entry point, started by the other tests"]
 fn worker_main() {
     registry().run_if_worker();
     if std::env::var_os(MIDDLE_ENV).is_some() {
@@ -146,7 +148,13 @@ fn options() -> Options {
         .capacity(1 << 20)
         .program(
             exe,
-            ["--exact", "worker_main", "--nocapture", "--test-threads=1"],
+            [
+                "--ignored",
+                "--exact",
+                "worker_main",
+                "--nocapture",
+                "--test-threads=1",
+            ],
         )
         .inactivity_timeout(Duration::from_secs(30))
 }
@@ -508,7 +516,13 @@ fn parent_killed_by_sigkill_takes_the_worker_with_it() {
     set_child_subreaper(Some(getpid())).unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut middle = Command::new(exe)
-        .args(["--exact", "worker_main", "--nocapture", "--test-threads=1"])
+        .args([
+            "--ignored",
+            "--exact",
+            "worker_main",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(MIDDLE_ENV, "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
