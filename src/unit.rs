@@ -168,6 +168,9 @@ impl View {
                 .record(self.start)
                 .word
                 .store(self.start | RELEASED, Ordering::Release);
+            // SeqCst fence: pairs with the fence of the in-order releaser of the unit before
+            // ours (it stored the tail, then loads our mark; we stored the mark, then load the
+            // tail in `advance_tail`).
             fence(Ordering::SeqCst);
             if advance_tail(store) {
                 wake_if_waiting(store, Signal::Space);
@@ -208,6 +211,8 @@ fn advance_tail(store: &Store) -> bool {
     let shared = store.shared();
     let mut moved = false;
     loop {
+        // Acquire: pairs with the Release tail store in `View::release` and the tail CAS below
+        // run by another ender, so the marks we read next are at least as new as that tail.
         let tail = shared.tail.0.load(Ordering::Acquire);
         // Acquire: pairs with the Release store in `UnitWriter::commit`: records before the
         // head are complete.
