@@ -24,14 +24,15 @@
 //! and fed batch sizes by the measured thread, as in `benches/spsc.rs`, so thread start-up is not
 //! measured. `cargo bench --bench codec` takes about 15 s.
 
+mod harness;
+
 use std::collections::BTreeMap;
 use std::hint::black_box;
-use std::sync::{mpsc, Arc};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::measurement::WallTime;
-use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use harness::{contender, Transfer, TwoThreads};
 use serde::{Deserialize, Serialize};
 use shm_arena::codec::{self, Array, EncodeOptions, HeapBlobs};
 use shm_arena::Region;
@@ -231,68 +232,6 @@ fn touch(item: &Touched<'_>) -> u64 {
         .wrapping_add(id_term(item.id))
 }
 
-/// Something that moves `items` items and reports how long that took.
-trait Transfer {
-    fn transfer(&mut self, items: u64) -> Duration;
-}
-
-/// A writer thread fed with batch sizes, and the reading half run on the measured thread.
-struct TwoThreads<R> {
-    commands: Option<mpsc::Sender<u64>>,
-    writer: Option<JoinHandle<()>>,
-    /// Receives, decodes and touches item `i` of a batch, returning the touch result.
-    read_item: R,
-}
-
-impl<R: FnMut(u64) -> u64> TwoThreads<R> {
-    /// `write_item(i)` encodes and sends the `i`-th item of a batch; it runs on a new thread.
-    fn new(mut write_item: impl FnMut(u64) + Send + 'static, read_item: R) -> Self {
-        let (commands, batches) = mpsc::channel::<u64>();
-        let writer = std::thread::spawn(move || {
-            for items in batches {
-                for i in 0..items {
-                    write_item(i);
-                }
-            }
-        });
-        TwoThreads {
-            commands: Some(commands),
-            writer: Some(writer),
-            read_item,
-        }
-    }
-}
-
-impl<R: FnMut(u64) -> u64> Transfer for TwoThreads<R> {
-    fn transfer(&mut self, items: u64) -> Duration {
-        let start = Instant::now();
-        self.commands
-            .as_ref()
-            .expect("writer running")
-            .send(items)
-            .expect("writer thread alive");
-        let mut sum = 0u64;
-        for i in 0..items {
-            sum = sum.wrapping_add((self.read_item)(i));
-        }
-        black_box(sum);
-        start.elapsed()
-    }
-}
-
-impl<R> Drop for TwoThreads<R> {
-    fn drop(&mut self) {
-        // Closing the command channel ends the writer's loop.
-        drop(self.commands.take());
-        if let Some(writer) = self.writer.take() {
-            // Re-raise a writer panic here, unless we are already unwinding from the reader's.
-            if writer.join().is_err() && !std::thread::panicking() {
-                panic!("writer thread panicked");
-            }
-        }
-    }
-}
-
 /// Sizes derived from the design, printed at start and used to size the buffers.
 struct Sizes {
     /// Envelope bytes of one arena unit (metadata and the two markers).
@@ -458,20 +397,6 @@ impl Transfer for Memcpy {
         black_box(sum);
         start.elapsed()
     }
-}
-
-/// Benchmarks one contender; its threads and buffers exist only while it is measured (and not
-/// at all when a filter skips it).
-fn contender<T: Transfer>(
-    group: &mut BenchmarkGroup<'_, WallTime>,
-    name: &str,
-    mut make: impl FnMut() -> T,
-) {
-    let mut fixture = None;
-    group.bench_function(name, |b| {
-        let fixture = fixture.get_or_insert_with(&mut make);
-        b.iter_custom(|items| fixture.transfer(items));
-    });
 }
 
 fn codec(c: &mut Criterion) {

@@ -19,14 +19,14 @@
 //!
 //! `cargo bench --bench spsc` takes a couple of minutes; add `-- --quick` for a faster pass.
 
+mod harness;
+
 use std::hint::black_box;
-use std::sync::mpsc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use criterion::measurement::WallTime;
-use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use crossbeam_utils::Backoff;
+use harness::{contender, Transfer, TwoThreads};
 use shm_arena::Region;
 
 /// Unit sizes and their labels in the report.
@@ -64,68 +64,6 @@ fn checksum(bytes: &[u8]) -> u64 {
         .fold(sum, |acc, &b| acc.wrapping_add(u64::from(b)))
 }
 
-/// Something that moves `units` units and reports how long that took.
-trait Transfer {
-    fn transfer(&mut self, units: u64) -> Duration;
-}
-
-/// A writer thread fed with unit counts, and the reading half run on the measured thread.
-struct TwoThreads<R> {
-    commands: Option<mpsc::Sender<u64>>,
-    writer: Option<JoinHandle<()>>,
-    /// Takes one unit and returns its checksum.
-    read_unit: R,
-}
-
-impl<R: FnMut() -> u64> TwoThreads<R> {
-    /// `write_unit(i)` writes the `i`-th unit of a batch; it runs on a new thread.
-    fn new(mut write_unit: impl FnMut(u64) + Send + 'static, read_unit: R) -> Self {
-        let (commands, batches) = mpsc::channel::<u64>();
-        let writer = std::thread::spawn(move || {
-            for units in batches {
-                for i in 0..units {
-                    write_unit(i);
-                }
-            }
-        });
-        TwoThreads {
-            commands: Some(commands),
-            writer: Some(writer),
-            read_unit,
-        }
-    }
-}
-
-impl<R: FnMut() -> u64> Transfer for TwoThreads<R> {
-    fn transfer(&mut self, units: u64) -> Duration {
-        let start = Instant::now();
-        self.commands
-            .as_ref()
-            .expect("writer running")
-            .send(units)
-            .expect("writer thread alive");
-        let mut sum = 0u64;
-        for _ in 0..units {
-            sum = sum.wrapping_add((self.read_unit)());
-        }
-        black_box(sum);
-        start.elapsed()
-    }
-}
-
-impl<R> Drop for TwoThreads<R> {
-    fn drop(&mut self) {
-        // Closing the command channel ends the writer's loop.
-        drop(self.commands.take());
-        if let Some(writer) = self.writer.take() {
-            // Re-raise a writer panic here, unless we are already unwinding from the reader's.
-            if writer.join().is_err() && !std::thread::panicking() {
-                panic!("writer thread panicked");
-            }
-        }
-    }
-}
-
 fn arena(size: usize) -> impl Transfer {
     // The unit (record + blob) must fit in half the ring; 64 units of 1 MiB need 64 MiB.
     let capacity = ring_bytes(size).next_power_of_two() as u64;
@@ -144,7 +82,7 @@ fn arena(size: usize) -> impl Transfer {
             stamp(blob, i);
             unit.commit().expect("commit");
         },
-        move || {
+        move |_| {
             let unit = reader.next_unit(TIMEOUT).expect("next unit");
             checksum(unit.blob(0).expect("blob 0"))
         },
@@ -183,7 +121,7 @@ fn rtrb(size: usize) -> impl Transfer {
             // SAFETY: all `size` slots were initialised by the copies above.
             unsafe { chunk.commit_all() };
         },
-        move || {
+        move |_| {
             let backoff = Backoff::new();
             let deadline = Instant::now() + TIMEOUT;
             while consumer.slots() < size {
@@ -209,7 +147,7 @@ fn crossbeam_channel(size: usize) -> impl Transfer {
             stamp(&mut unit, i);
             sender.send_timeout(unit, TIMEOUT).expect("send");
         },
-        move || {
+        move |_| {
             let unit = receiver.recv_timeout(TIMEOUT).expect("recv");
             checksum(&unit)
         },
@@ -247,20 +185,6 @@ impl Transfer for Memcpy {
         black_box(sum);
         start.elapsed()
     }
-}
-
-/// Benchmarks one contender; its threads and buffers exist only while it is measured (and not
-/// at all when a filter skips it).
-fn contender<T: Transfer>(
-    group: &mut BenchmarkGroup<'_, WallTime>,
-    name: &str,
-    mut make: impl FnMut() -> T,
-) {
-    let mut fixture = None;
-    group.bench_function(name, |b| {
-        let fixture = fixture.get_or_insert_with(&mut make);
-        b.iter_custom(|units| fixture.transfer(units));
-    });
 }
 
 fn spsc(c: &mut Criterion) {
