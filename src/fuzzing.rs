@@ -14,7 +14,8 @@ use crate::{Backing, Error, Region, RegionOptions};
 pub fn region_header(data: &[u8]) {
     let region_len = data.len() as u64;
     if let Ok(prefix) = validate_header_bytes(data, region_len) {
-        assert_eq!(region_len, HEADER_SIZE as u64 + prefix.capacity);
+        assert_eq!(region_len, prefix.region_len());
+        assert!(prefix.data_offset >= HEADER_SIZE as u64);
         assert!(prefix.capacity.is_power_of_two());
     }
     // The same bytes claimed as the header of a region of any other length.
@@ -221,10 +222,11 @@ pub fn corrupt_region(data: &[u8]) {
     let base = store.base();
     let len = HEADER_SIZE + capacity as usize;
     while let (Some(hi), Some(lo), Some(value)) = (input.byte(), input.byte(), input.byte()) {
-        // Offsets cluster on the interesting bytes: the header's cursors and the records.
+        // Offsets cluster on the interesting bytes: the header's signals and lane cursors
+        // (128..1152), and the records.
         let offset = (usize::from(hi) << 8 | usize::from(lo)) % len;
         let offset = if hi & 0x80 != 0 {
-            128 + offset % 512
+            128 + offset % 1024
         } else {
             offset
         };

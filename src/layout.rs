@@ -1,10 +1,17 @@
 //! The region's byte layout: header page, shared cursors and signals, unit records.
 //!
 //! ```text
-//! offset 0     Prefix (plain data, written once by the creator, copied out and validated)
-//! offset 128   Shared: one 128-byte line each for head, tail, signals, peers
-//! offset 4096  the ring: `capacity` bytes, addressed by u64 positions (offset = pos & mask)
+//! offset 0            Prefix (plain data, written once by the creator, copied out and validated)
+//! offset 128          Shared: one 128-byte line each for signals and the SPSC peers
+//! offset 512          `lanes` x Lane: head, tail, claim cursors, space signals, owner (640 bytes)
+//! then                `readers` x ReaderSlot (128 bytes; MPMC only)
+//! offset data_offset  `lanes` rings of `capacity` bytes each, addressed by u64 positions
+//!                     (lane i's byte for position p: data_offset + i * capacity + (p & mask))
 //! ```
+//!
+//! An SPSC region has one lane and no reader slots, so its header fits the first page. An MPMC
+//! region has one lane per writer handle (its own SPSC ring on the writing side) and a slot per
+//! reader handle; `data_offset` is the header rounded up to whole pages.
 //!
 //! Every unit starts with a 64-byte record (`Record`) at a 64-aligned position. Positions grow
 //! monotonically and never wrap in practice (2^64 bytes), so a record's stamp, its own start
@@ -16,9 +23,17 @@ use crate::{Error, Result};
 /// First eight bytes of every region.
 pub const MAGIC: [u8; 8] = *b"SHMARENA";
 /// Bumped on any incompatible change of this file.
-pub const LAYOUT_VERSION: u32 = 1;
-/// Bytes before the ring: one page.
+pub const LAYOUT_VERSION: u32 = 2;
+/// Bytes before the ring of an SPSC region (one page); an MPMC header may take more pages.
 pub const HEADER_SIZE: usize = 4096;
+/// Offset of the lane array inside the header.
+pub(crate) const LANES_OFFSET: usize = 512;
+/// Most writer handles (lanes) of an MPMC region: a lane number (plus one) fits in the six low
+/// bits of a 64-aligned position, which is how a reader publishes its claim intent.
+pub const MAX_WRITERS: u32 = 63;
+/// Most reader handles of an MPMC region: a reader's tag in a record's low six bits is
+/// `CLAIMED_BASE + slot`, below 64.
+pub const MAX_READERS: u32 = 61;
 /// Offset of [`Shared`] inside the header page.
 #[cfg_attr(shm_arena_loom, allow(dead_code))]
 pub(crate) const SHARED_OFFSET: usize = 128;
@@ -35,8 +50,10 @@ pub(crate) const INLINE_BLOBS: u64 = 2;
 /// Size of one descriptor in a table: relative offset then length, both u64 native-endian.
 pub(crate) const DESCRIPTOR_SIZE: u64 = 16;
 
-/// Ring mode stored in the prefix.
+/// Ring mode stored in the prefix: one writer, one reader.
 pub(crate) const MODE_SPSC: u32 = 1;
+/// Ring mode stored in the prefix: one lane per writer, readers claim from any lane.
+pub(crate) const MODE_MPMC: u32 = 2;
 
 // Record states, kept in the low bits of [`Record::word`] next to the stamp (positions are
 // multiples of 64, so the low six bits are free).
@@ -44,6 +61,19 @@ pub(crate) const MODE_SPSC: u32 = 1;
 pub(crate) const COMMITTED: u64 = 1;
 /// The reader ended the unit; its span may return to the writer once the prefix before it has.
 pub(crate) const RELEASED: u64 = 2;
+/// MPMC: `CLAIMED_BASE + slot` marks a unit claimed by the reader in that slot.
+pub(crate) const CLAIMED_BASE: u64 = 3;
+/// Mask of the state bits of a record word.
+pub(crate) const STATE_MASK: u64 = BLOB_ALIGN - 1;
+
+// Participant states (low two bits of `Owner::state` and `ReaderSlot::state`; the bits above
+// count takeovers, so a stale compare-and-swap on a reused slot fails).
+/// Nobody ever attached.
+pub(crate) const SLOT_FREE: u64 = 0;
+/// A live (or dead, see the pid) handle holds the slot.
+pub(crate) const SLOT_ATTACHED: u64 = 1;
+/// The handle that held the slot was dropped cleanly.
+pub(crate) const SLOT_DETACHED: u64 = 2;
 
 /// Bits of [`Signals::closed`].
 pub(crate) const WRITER_CLOSED: u32 = 1;
@@ -66,22 +96,41 @@ pub struct Prefix {
     pub data_offset: u64,
     /// The process that created the region.
     pub creator_pid: u32,
+    /// Number of lanes: 1 for SPSC, the writer limit for MPMC.
+    pub lanes: u32,
+    /// Number of reader slots: 0 for SPSC, the reader limit for MPMC.
+    pub readers: u32,
     /// Zero.
     pub reserved: u32,
 }
 
 impl Prefix {
     #[cfg_attr(shm_arena_loom, allow(dead_code))]
-    pub(crate) fn new(capacity: u64, mode: u32, creator_pid: u32) -> Self {
+    pub(crate) fn new(capacity: u64, geometry: Geometry, creator_pid: u32) -> Self {
         Prefix {
             magic: MAGIC,
             version: LAYOUT_VERSION,
-            mode,
+            mode: geometry.mode(),
             capacity,
-            data_offset: HEADER_SIZE as u64,
+            data_offset: geometry.data_offset() as u64,
             creator_pid,
+            lanes: geometry.lanes,
+            readers: geometry.readers,
             reserved: 0,
         }
+    }
+
+    /// The lane and reader counts (valid after [`validate`](Self::validate)).
+    pub(crate) fn geometry(&self) -> Geometry {
+        Geometry {
+            lanes: self.lanes,
+            readers: self.readers,
+        }
+    }
+
+    /// Total bytes of a region with this prefix.
+    pub(crate) fn region_len(&self) -> u64 {
+        self.data_offset + u64::from(self.lanes) * self.capacity
     }
 
     /// Checks a prefix read from a region of `region_len` bytes.
@@ -104,30 +153,98 @@ impl Prefix {
                 8,
             ));
         }
-        if self.mode != MODE_SPSC {
+        let geometry = self.geometry();
+        let valid_geometry = match self.mode {
+            MODE_SPSC => geometry == Geometry::SPSC,
+            MODE_MPMC => geometry.validate_mpmc().is_ok(),
+            _ => {
+                return Err(Error::corrupt(
+                    format!("unknown ring mode {}", self.mode),
+                    12,
+                ))
+            }
+        };
+        if !valid_geometry {
             return Err(Error::corrupt(
-                format!("unknown ring mode {}", self.mode),
-                12,
+                format!(
+                    "mode {} with {} lanes and {} reader slots",
+                    self.mode, self.lanes, self.readers
+                ),
+                36,
             ));
         }
         validate_capacity(self.capacity).map_err(|e| Error::corrupt(e, 16))?;
-        if self.data_offset != HEADER_SIZE as u64 {
+        let data_offset = geometry.data_offset() as u64;
+        if self.data_offset != data_offset {
             return Err(Error::corrupt(
-                format!("data offset {} (expected {HEADER_SIZE})", self.data_offset),
+                format!("data offset {} (expected {data_offset})", self.data_offset),
                 24,
             ));
         }
-        let expected = HEADER_SIZE as u64 + self.capacity;
+        let expected = self.region_len();
         if region_len != expected {
             return Err(Error::corrupt(
                 format!(
-                    "region is {region_len} bytes but its header says {expected} ({HEADER_SIZE} + capacity {})",
-                    self.capacity
+                    "region is {region_len} bytes but its header says {expected} ({data_offset} + {} lanes x capacity {})",
+                    self.lanes, self.capacity
                 ),
                 16,
             ));
         }
         Ok(())
+    }
+}
+
+/// How many lanes and reader slots a region has; fixes the header's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Geometry {
+    /// Lanes: one per writer handle.
+    pub lanes: u32,
+    /// Reader slots (0 in SPSC, whose reader keeps its cursor privately).
+    pub readers: u32,
+}
+
+impl Geometry {
+    /// One lane, no reader slots.
+    pub(crate) const SPSC: Geometry = Geometry {
+        lanes: 1,
+        readers: 0,
+    };
+
+    /// SPSC or MPMC.
+    pub(crate) fn mode(self) -> u32 {
+        if self == Geometry::SPSC {
+            MODE_SPSC
+        } else {
+            MODE_MPMC
+        }
+    }
+
+    /// Whether this is an MPMC geometry.
+    pub(crate) fn is_mpmc(self) -> bool {
+        self.mode() == MODE_MPMC
+    }
+
+    /// Checks the MPMC limits; the message says why not.
+    pub(crate) fn validate_mpmc(self) -> std::result::Result<(), String> {
+        if !(1..=MAX_WRITERS).contains(&self.lanes) || !(1..=MAX_READERS).contains(&self.readers) {
+            return Err(format!(
+                "{} writers and {} readers: an MPMC region takes 1..={MAX_WRITERS} writers and 1..={MAX_READERS} readers",
+                self.lanes, self.readers
+            ));
+        }
+        Ok(())
+    }
+
+    /// Offset of reader slot 0.
+    pub(crate) fn readers_offset(self) -> usize {
+        LANES_OFFSET + self.lanes as usize * std::mem::size_of::<Lane>()
+    }
+
+    /// Offset of the first lane's ring: the header rounded up to whole pages.
+    pub(crate) fn data_offset(self) -> usize {
+        let end = self.readers_offset() + self.readers as usize * std::mem::size_of::<ReaderSlot>();
+        end.div_ceil(HEADER_SIZE) * HEADER_SIZE
     }
 }
 
@@ -160,6 +277,15 @@ pub fn validate_header_bytes(bytes: &[u8], region_len: u64) -> Result<Prefix> {
         ));
     }
     let prefix: Prefix = bytemuck::pod_read_unaligned(&bytes[..size]);
+    if prefix.lanes > MAX_WRITERS || prefix.readers > MAX_READERS {
+        return Err(Error::corrupt(
+            format!(
+                "{} lanes and {} reader slots (limits {MAX_WRITERS} and {MAX_READERS})",
+                prefix.lanes, prefix.readers
+            ),
+            36,
+        ));
+    }
     prefix.validate(region_len)?;
     Ok(prefix)
 }
@@ -178,12 +304,55 @@ pub(crate) struct Signals {
     pub data_seq: AtomicU32,
     /// Readers sleeping (or about to) on `data_seq`.
     pub data_waiters: AtomicU32,
-    /// Bumped by a releaser after the tail moved when a writer sleeps.
-    pub space_seq: AtomicU32,
-    /// Writers sleeping (or about to) on `space_seq`.
-    pub space_waiters: AtomicU32,
-    /// [`WRITER_CLOSED`] | [`READER_CLOSED`].
+    /// SPSC: [`WRITER_CLOSED`] | [`READER_CLOSED`]. (MPMC reads the participant slots.)
     pub closed: AtomicU32,
+}
+
+/// A lane's space signal: bumped by a releaser after the lane's tail moved when its writer
+/// sleeps.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub(crate) struct SpaceSignal {
+    pub seq: AtomicU32,
+    /// Writers sleeping (or about to) on `seq`.
+    pub waiters: AtomicU32,
+}
+
+/// Who holds a participant slot (an MPMC lane's writer, or a reader slot).
+#[repr(C)]
+#[derive(Debug, Default)]
+pub(crate) struct Owner {
+    /// Takeover count << 2 | [`SLOT_FREE`], [`SLOT_ATTACHED`] or [`SLOT_DETACHED`].
+    pub state: AtomicU64,
+    /// Process of the holder (valid while attached).
+    pub pid: AtomicU64,
+    /// Its start time, to tell a reused pid apart.
+    pub start_time: AtomicU64,
+}
+
+/// One lane: an SPSC ring's cursors. In MPMC, readers share the claim cursor.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub(crate) struct Lane {
+    /// Publish cursor: every unit before it is committed. Written by the lane's writer only.
+    pub head: Line<AtomicU64>,
+    /// Release cursor: every unit before it is ended; the writer may reuse its bytes.
+    pub tail: Line<AtomicU64>,
+    /// MPMC claim cursor: every unit before it was taken by a reader (CAS by readers).
+    pub claim: Line<AtomicU64>,
+    pub space: Line<SpaceSignal>,
+    /// MPMC: the writer holding the lane.
+    pub owner: Line<Owner>,
+}
+
+/// An MPMC reader handle's slot.
+#[repr(C, align(128))]
+#[derive(Debug, Default)]
+pub(crate) struct ReaderSlot {
+    pub owner: Owner,
+    /// The claim in progress: position | (lane + 1), or 0. Published before the claim CAS so
+    /// that survivors can tell which unit a reader that died mid-claim may have taken.
+    pub intent: AtomicU64,
 }
 
 /// One participant: pid and start time (clock ticks since boot), so a reused pid is told apart.
@@ -202,15 +371,12 @@ pub(crate) struct Peers {
     pub reader: PeerSlot,
 }
 
-/// The header's atomics. Each line is written by a different side.
+/// The header's global atomics.
 #[repr(C)]
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
-    /// Publish cursor: every unit before it is committed. Written by the writer only.
-    pub head: Line<AtomicU64>,
-    /// Release cursor: every unit before it is ended; the writer may reuse its bytes.
-    pub tail: Line<AtomicU64>,
     pub signals: Line<Signals>,
+    /// SPSC: the two processes.
     pub peers: Line<Peers>,
 }
 
@@ -236,8 +402,12 @@ pub(crate) struct Record {
 const _: () = {
     assert!(std::mem::size_of::<Record>() == RECORD_SIZE as usize);
     assert!(std::mem::size_of::<Prefix>() <= SHARED_OFFSET);
-    assert!(SHARED_OFFSET + std::mem::size_of::<Shared>() <= HEADER_SIZE);
+    assert!(SHARED_OFFSET + std::mem::size_of::<Shared>() <= LANES_OFFSET);
     assert!(std::mem::align_of::<Shared>() <= SHARED_OFFSET);
+    assert!(std::mem::size_of::<Lane>() == 640);
+    assert!(std::mem::size_of::<ReaderSlot>() == 128);
+    assert!(LANES_OFFSET + std::mem::size_of::<Lane>() <= HEADER_SIZE);
+    assert!(CLAIMED_BASE + MAX_READERS as u64 <= STATE_MASK + 1);
 };
 
 /// Rounds `n` up to the blob alignment.

@@ -49,12 +49,14 @@
 #![deny(unsafe_op_in_unsafe_fn, missing_docs, missing_debug_implementations)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+mod claim;
 pub mod codec;
 mod envelope;
 mod error;
 #[cfg(not(shm_arena_loom))]
 pub mod fuzzing;
 pub mod layout;
+mod participants;
 mod peer;
 mod reader;
 mod region;
@@ -68,6 +70,6 @@ mod writer;
 
 pub use error::{Error, Result, Role};
 pub use reader::Reader;
-pub use region::{Backing, Cursors, Region, RegionOptions, REGION_FD_ENV};
+pub use region::{Backing, Cursors, Mode, Region, RegionOptions, REGION_FD_ENV};
 pub use unit::{unit_size, OwnedUnit, Unit};
 pub use writer::{UnitWriter, Writer};

@@ -12,28 +12,64 @@ use crate::unit::{Unit, View};
 use crate::wait::{deadline_after, notify, wait_for, Signal};
 use crate::{Error, Result};
 
-/// The single reader of an SPSC ring.
+/// A reader: the single reader of an SPSC ring, or one of an MPMC region's readers.
 ///
-/// Units come out in commit order as [`Unit`] guards; any number may be held at once and ended
-/// in any order. A reader is `Send` but not `Sync`: one thread takes units at a time (owned
-/// units may be ended from any thread).
+/// Units come out as [`Unit`] guards; any number may be held at once and ended in any order.
+/// In SPSC they come in commit order. In MPMC each unit goes to exactly one reader; a writer's
+/// units are claimed in its commit order, and readers take turns over the writers' lanes, so
+/// a writer that stalls mid-unit holds back no other writer's units.
+///
+/// A reader is `Send` but not `Sync`: one thread takes units at a time (owned units may be
+/// ended from any thread). For more reading threads, attach more readers.
 pub struct Reader {
     store: Arc<Store>,
-    /// Position of the next unit to hand out.
+    /// Position of the next unit to hand out (SPSC).
     next: Cell<u64>,
-    /// Last head cursor loaded: units before it need no atomic load of the head.
+    /// Last head cursor loaded: units before it need no atomic load of the head (SPSC).
     head_cache: Cell<u64>,
+    /// MPMC: this reader's slot, and the lane to look at first next time.
+    mpmc: Option<(u32, Cell<u32>)>,
 }
 
 impl Reader {
     pub(crate) fn attach(store: Arc<Store>) -> Result<Reader> {
-        let (_, tail) = crate::unit::load_cursors(&store)?;
+        if store.geometry().is_mpmc() {
+            let slot = crate::participants::attach_reader(&store)?;
+            let first = slot % store.geometry().lanes;
+            return Ok(Reader {
+                store,
+                next: Cell::new(0),
+                head_cache: Cell::new(0),
+                mpmc: Some((slot, Cell::new(first))),
+            });
+        }
+        let (_, tail) = crate::unit::load_cursors(&store, 0)?;
         crate::peer::register(store.shared(), Role::Reader)?;
         Ok(Reader {
             store,
             next: Cell::new(tail),
             head_cache: Cell::new(tail),
+            mpmc: None,
         })
+    }
+
+    /// MPMC: claims a unit from any lane; `Closed` once every writer detached and all lanes
+    /// are drained (no /proc look-ups: dead writers are found by `next_unit`'s checks).
+    fn try_claim(&self, slot: u32, first: &Cell<u32>) -> Result<Option<View>> {
+        let lanes = self.store.geometry().lanes;
+        if let Some(view) = crate::claim::try_claim(&self.store, slot, first.get())? {
+            first.set((view.lane + 1) % lanes);
+            return Ok(Some(view));
+        }
+        if let Err(closed) = crate::participants::check_writers(&self.store, false) {
+            // Every writer detached; what they committed before is visible now (their Release
+            // detach pairs with the Acquire in `check_writers`): drain it before closing.
+            return match crate::claim::try_claim(&self.store, slot, first.get())? {
+                Some(view) => Ok(Some(view)),
+                None => Err(closed),
+            };
+        }
+        Ok(None)
     }
 
     pub(crate) fn store(&self) -> &Store {
@@ -50,6 +86,11 @@ impl Reader {
     /// [`Error::Closed`] once the writer closed the ring and every committed unit was taken;
     /// [`Error::Corrupt`] if the next record is impossible (the reader does not move past it).
     pub fn try_next_unit(&self) -> Result<Option<Unit<'_>>> {
+        if let Some((slot, first)) = &self.mpmc {
+            return Ok(self
+                .try_claim(*slot, first)?
+                .map(|view| Unit { reader: self, view }));
+        }
         let pos = self.next.get();
         if pos == self.head_cache.get() {
             let signals = &self.store.shared().signals.0;
@@ -57,7 +98,7 @@ impl Reader {
             // head so that a closed flag seen here comes with the writer's final head.
             let closed = signals.closed.load(Ordering::Acquire);
             // Acquire: pairs with the Release store in `UnitWriter::commit`.
-            let head = self.store.shared().head.0.load(Ordering::Acquire);
+            let head = self.store.lane(0).head.0.load(Ordering::Acquire);
             if head < pos || head - pos > self.store.capacity() {
                 return Err(Error::corrupt(
                     format!("head cursor {head} is not within one ring of the reader at {pos}"),
@@ -73,7 +114,7 @@ impl Reader {
                 };
             }
         }
-        let view = View::read(&self.store, pos, self.head_cache.get())?;
+        let view = View::read(&self.store, 0, pos, self.head_cache.get())?;
         self.next.set(pos + view.span);
         Ok(Some(Unit { reader: self, view }))
     }
@@ -81,7 +122,8 @@ impl Reader {
     /// The next committed unit, waiting at most `timeout` for one.
     ///
     /// Spins briefly, then sleeps on a futex in the region's header; a writer that commits wakes
-    /// it. While sleeping it checks every 100 ms that the writer's process is alive.
+    /// it. While sleeping it checks every 100 ms that the writer's process is alive (in MPMC:
+    /// that some writer is attached and alive).
     ///
     /// # Errors
     /// [`Error::Timeout`] after `timeout`; [`Error::Closed`] when the writer closed the ring and
@@ -93,18 +135,25 @@ impl Reader {
             return Ok(unit);
         }
         let deadline = deadline_after(Some(timeout));
+        let store = &*self.store;
         let view = wait_for(
-            &self.store,
+            store,
             Signal::Data,
             deadline,
             "a committed unit",
-            Role::Writer,
+            || {
+                if self.mpmc.is_some() {
+                    crate::participants::check_writers(store, true)
+                } else {
+                    crate::peer::check(store.shared(), Role::Writer)
+                }
+            },
             || Ok(self.try_next_unit()?.map(Unit::into_view)),
         )?;
         Ok(Unit { reader: self, view })
     }
 
-    /// Bytes in the ring.
+    /// Bytes in the ring (in MPMC: in each lane).
     pub fn capacity(&self) -> u64 {
         self.store.capacity()
     }
@@ -121,6 +170,10 @@ impl Unit<'_> {
 
 impl Drop for Reader {
     fn drop(&mut self) {
+        if let Some((slot, _)) = &self.mpmc {
+            crate::participants::detach_reader(&self.store, *slot);
+            return;
+        }
         // Release: pairs with the Acquire load of `closed` in `UnitWriter::reserve`.
         self.store
             .shared()
@@ -128,7 +181,7 @@ impl Drop for Reader {
             .0
             .closed
             .fetch_or(crate::layout::READER_CLOSED, Ordering::Release);
-        notify(&self.store, Signal::Space);
+        notify(&self.store, Signal::Space(0));
     }
 }
 

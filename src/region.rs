@@ -3,7 +3,7 @@
 use std::fmt;
 
 use crate::error::Role;
-use crate::layout::validate_capacity;
+use crate::layout::{validate_capacity, Geometry};
 use crate::reader::Reader;
 use crate::storage::{Storage, Store};
 use crate::sync::Arc;
@@ -31,22 +31,72 @@ pub enum Backing {
     Anonymous,
 }
 
+/// How many handles share a region's ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// One writer, one reader.
+    Spsc,
+    /// Up to `writers` writer handles (one lane each) and `readers` reader handles, in any
+    /// processes.
+    Mpmc {
+        /// Writer limit: the number of lanes.
+        writers: u32,
+        /// Reader limit.
+        readers: u32,
+    },
+}
+
+impl Mode {
+    pub(crate) fn geometry(self) -> Geometry {
+        match self {
+            Mode::Spsc => Geometry::SPSC,
+            Mode::Mpmc { writers, readers } => Geometry {
+                lanes: writers,
+                readers,
+            },
+        }
+    }
+
+    fn of(geometry: Geometry) -> Mode {
+        if geometry.is_mpmc() {
+            Mode::Mpmc {
+                writers: geometry.lanes,
+                readers: geometry.readers,
+            }
+        } else {
+            Mode::Spsc
+        }
+    }
+}
+
 /// Settings for [`Region::create_with`].
 #[derive(Debug, Clone, Copy)]
 pub struct RegionOptions {
-    /// Ring size in bytes: a power of two, at least 4096 (the page size).
+    /// Ring size in bytes: a power of two, at least 4096 (the page size). In MPMC mode, the
+    /// size of each writer's lane (the region holds `writers` of them).
     pub capacity: u64,
     /// What memory backs the region.
     pub backing: Backing,
+    /// SPSC (the default) or MPMC.
+    pub mode: Mode,
 }
 
 impl RegionOptions {
-    /// A memfd-backed ring of `capacity` bytes.
+    /// A memfd-backed SPSC ring of `capacity` bytes.
     pub fn new(capacity: u64) -> Self {
         RegionOptions {
             capacity,
             backing: Backing::Memfd,
+            mode: Mode::Spsc,
         }
+    }
+
+    /// MPMC mode: up to `writers` writer handles (1..=[`MAX_WRITERS`](crate::layout::MAX_WRITERS)),
+    /// each with a lane of `capacity` bytes, and up to `readers` reader handles
+    /// (1..=[`MAX_READERS`](crate::layout::MAX_READERS)).
+    pub fn mpmc(mut self, writers: u32, readers: u32) -> Self {
+        self.mode = Mode::Mpmc { writers, readers };
+        self
     }
 
     /// Chooses the backing memory.
@@ -56,23 +106,29 @@ impl RegionOptions {
     }
 }
 
-/// A snapshot of a ring's cursors (see [`Region::cursors`]).
+/// A snapshot of a lane's cursors (see [`Region::cursors`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cursors {
     /// Every unit before this position is committed.
     pub head: u64,
     /// Every unit before this position was ended and its bytes returned to the writer.
     pub tail: u64,
+    /// MPMC: every unit before this position was taken by a reader. SPSC: 0 (the reader
+    /// keeps its position privately).
+    pub claim: u64,
 }
 
 /// Environment variable naming the descriptor a child inherits (see
 /// [`Region::share_with_child`]).
 pub const REGION_FD_ENV: &str = "SHM_ARENA_FD";
 
-/// One shared mapping: a header page followed by the data ring.
+/// One shared mapping: a header followed by the data ring (SPSC) or one ring per writer
+/// (MPMC).
 ///
-/// A region hands out one [`Writer`] and one [`Reader`] (each in whichever process opened it);
-/// both keep the mapping alive, so the region itself may be dropped once they exist.
+/// An SPSC region hands out one [`Writer`] and one [`Reader`] (each in whichever process
+/// opened it). An MPMC region ([`Region::create_mpmc`]) hands out up to its limits of each, in
+/// any processes; see [`Mode::Mpmc`] and the crate docs for its guarantees. Handles keep the
+/// mapping alive, so the region itself may be dropped once they exist.
 ///
 /// # Examples
 ///
@@ -118,6 +174,13 @@ impl Region {
     /// [`Error::InvalidArgument`] for a bad capacity; [`Error::Io`] if the OS refuses.
     pub fn create_with(options: RegionOptions) -> Result<Region> {
         validate_capacity(options.capacity).map_err(Error::InvalidArgument)?;
+        if let Mode::Mpmc { .. } = options.mode {
+            options
+                .mode
+                .geometry()
+                .validate_mpmc()
+                .map_err(Error::InvalidArgument)?;
+        }
         #[cfg(not(any(shm_arena_loom, miri)))]
         {
             // The ring must be whole pages so the header page and the ring map cleanly.
@@ -132,18 +195,59 @@ impl Region {
         Region::create_backing(options)
     }
 
-    /// Attaches this process as the region's writer.
+    /// Creates a memfd-backed MPMC region: up to `writers` writer handles, each with a lane of
+    /// `lane_capacity` bytes, and up to `readers` reader handles.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use shm_arena::{Error, Region};
+    ///
+    /// let region = Region::create_mpmc(1 << 16, 2, 2)?;
+    /// let (mut a, mut b) = (region.writer()?, region.writer()?);
+    /// let (r1, r2) = (region.reader()?, region.reader()?);
+    /// a.write_unit(&[b"from a"])?;
+    /// b.write_unit(&[b"from b"])?;
+    /// let u1 = r1.next_unit(Duration::from_secs(1))?;
+    /// let u2 = r2.next_unit(Duration::from_secs(1))?;
+    /// let mut got = vec![u1.blob(0)?.to_vec(), u2.blob(0)?.to_vec()];
+    /// got.sort();
+    /// assert_eq!(got, [b"from a".to_vec(), b"from b".to_vec()]);
+    /// drop((u1, u2, a, b));
+    /// assert!(matches!(r1.next_unit(Duration::from_secs(1)), Err(Error::Closed(_))));
+    /// # Ok::<(), shm_arena::Error>(())
+    /// ```
     ///
     /// # Errors
-    /// [`Error::RoleTaken`] if a writer was attached before (by any process).
+    /// [`Error::InvalidArgument`] for a bad capacity or limits; [`Error::Io`] if the OS
+    /// refuses.
+    pub fn create_mpmc(lane_capacity: u64, writers: u32, readers: u32) -> Result<Region> {
+        Region::create_with(RegionOptions::new(lane_capacity).mpmc(writers, readers))
+    }
+
+    /// SPSC or MPMC, with the MPMC limits.
+    pub fn mode(&self) -> Mode {
+        Mode::of(self.store.geometry())
+    }
+
+    /// Attaches a writer handle in this process. SPSC: the region's one writer. MPMC: takes a
+    /// free lane, or the lane of a writer whose process died (its committed units are still
+    /// delivered; the unit it had begun is dropped).
+    ///
+    /// # Errors
+    /// [`Error::RoleTaken`] if an SPSC region's writer was attached before (by any process), or
+    /// every lane of an MPMC region has a live writer.
     pub fn writer(&self) -> Result<Writer> {
         Writer::attach(Arc::clone(&self.store))
     }
 
-    /// Attaches this process as the region's reader.
+    /// Attaches a reader handle in this process. SPSC: the region's one reader. MPMC: takes a
+    /// free slot, or the slot of a reader whose process died (after releasing its units).
     ///
     /// # Errors
-    /// [`Error::RoleTaken`] if a reader was attached before (by any process).
+    /// [`Error::RoleTaken`] if an SPSC region's reader was attached before (by any process), or
+    /// every MPMC reader slot has a live reader.
     pub fn reader(&self) -> Result<Reader> {
         Reader::attach(Arc::clone(&self.store))
     }
@@ -153,27 +257,49 @@ impl Region {
         &self.store
     }
 
-    /// Ring size in bytes.
+    /// Ring size in bytes (MPMC: of each lane).
     pub fn capacity(&self) -> u64 {
         self.store.capacity()
     }
 
-    /// The ring's cursors now, for monitoring and tests: `head - tail` bytes are committed and
-    /// not yet returned by the reader. A snapshot: both may move right after.
+    /// The ring's cursors now (MPMC: lane 0's; see [`lane_cursors`](Self::lane_cursors)),
+    /// for monitoring and tests: `head - tail` bytes are committed and not yet returned by the
+    /// reader. A snapshot: both may move right after.
     pub fn cursors(&self) -> Cursors {
+        self.lane_cursors(0).expect("every region has lane 0")
+    }
+
+    /// Lane `lane`'s cursors now (None if there is no such lane).
+    pub fn lane_cursors(&self, lane: u32) -> Option<Cursors> {
         use crate::sync::Ordering;
-        let shared = self.store.shared();
-        Cursors {
-            // Acquire: pairs with the Release store in `UnitWriter::commit`.
-            head: shared.head.0.load(Ordering::Acquire),
-            // Acquire: pairs with the tail CAS in `advance_tail`.
-            tail: shared.tail.0.load(Ordering::Acquire),
+        if lane >= self.store.geometry().lanes {
+            return None;
         }
+        let cursors = self.store.lane(lane);
+        Some(Cursors {
+            // Acquire: pairs with the Release store in `UnitWriter::commit`.
+            head: cursors.head.0.load(Ordering::Acquire),
+            // Acquire: pairs with the tail CAS in `advance_tail`.
+            tail: cursors.tail.0.load(Ordering::Acquire),
+            // Acquire: pairs with the claim CAS in `claim_in_lane`.
+            claim: cursors.claim.0.load(Ordering::Acquire),
+        })
     }
 
     /// Whether the process attached as `role` is still alive (true while none is attached).
+    /// MPMC: whether no handle of that role is attached by a dead process.
     pub fn peer_alive(&self, role: Role) -> bool {
-        crate::peer::check(self.store.shared(), role).is_ok()
+        use crate::participants::{holder, Holder};
+        let store = &*self.store;
+        let geometry = store.geometry();
+        if !geometry.is_mpmc() {
+            return crate::peer::check(store.shared(), role).is_ok();
+        }
+        let dead = |owner| matches!(holder(owner, true), Holder::Dead(_));
+        match role {
+            Role::Writer => !(0..geometry.lanes).any(|l| dead(&store.lane(l).owner.0)),
+            Role::Reader => !(0..geometry.readers).any(|s| dead(&store.reader_slot(s).owner)),
+        }
     }
 }
 
@@ -181,16 +307,25 @@ impl Region {
 impl Region {
     fn create_backing(options: RegionOptions) -> Result<Region> {
         Ok(Region {
-            store: Arc::new(crate::storage::model::Model::new(options.capacity)),
+            store: Arc::new(crate::storage::model::Model::new(
+                options.capacity,
+                options.mode.geometry(),
+            )),
         })
     }
 
     /// Under loom: a region with a capacity below the page size, to keep models small.
     #[doc(hidden)]
     pub fn create_model(capacity: u64) -> Region {
+        Region::create_model_with(capacity, Mode::Spsc)
+    }
+
+    /// Under loom: [`create_model`](Self::create_model) in any mode (capacity per lane).
+    #[doc(hidden)]
+    pub fn create_model_with(capacity: u64, mode: Mode) -> Region {
         assert!(capacity.is_power_of_two() && capacity >= 128);
         Region {
-            store: Arc::new(crate::storage::model::Model::new(capacity)),
+            store: Arc::new(crate::storage::model::Model::new(capacity, mode.geometry())),
         }
     }
 }
@@ -198,8 +333,8 @@ impl Region {
 #[cfg(not(shm_arena_loom))]
 mod os {
     use super::*;
-    use crate::layout::{validate_header_bytes, Prefix, HEADER_SIZE, MODE_SPSC};
-    use crate::storage::mapped::Mapped;
+    use crate::layout::{validate_header_bytes, Prefix, HEADER_SIZE};
+    use crate::storage::mapped::{region_len, Mapped};
     use rustix::fs::{MemfdFlags, Mode, SealFlags};
 
     fn map(fd: &OwnedFd, len: u64, what: &str) -> Result<memmap2::MmapRaw> {
@@ -223,12 +358,13 @@ mod os {
 
     impl Region {
         pub(super) fn create_backing(options: RegionOptions) -> Result<Region> {
-            let len = HEADER_SIZE as u64 + options.capacity;
+            let geometry = options.mode.geometry();
+            let len = region_len(options.capacity, geometry);
             let (fd, name) = match options.backing {
                 Backing::Anonymous => {
-                    let store = Mapped::heap(options.capacity)
+                    let store = Mapped::heap(options.capacity, geometry)
                         .map_err(|e| Error::io("allocating an anonymous region", e))?;
-                    return Ok(Region::init(store, options.capacity, None, None));
+                    return Ok(Region::init(store, options.capacity, geometry, None, None));
                 }
                 Backing::Memfd => {
                     let fd = rustix::fs::memfd_create(
@@ -281,12 +417,24 @@ mod os {
                     return Err(e);
                 }
             };
-            let store = Mapped::from_map(map, options.capacity, name.clone());
-            Ok(Region::init(store, options.capacity, Some(fd), name))
+            let store = Mapped::from_map(map, options.capacity, geometry, name.clone());
+            Ok(Region::init(
+                store,
+                options.capacity,
+                geometry,
+                Some(fd),
+                name,
+            ))
         }
 
-        fn init(store: Mapped, capacity: u64, fd: Option<OwnedFd>, name: Option<String>) -> Region {
-            let prefix = Prefix::new(capacity, MODE_SPSC, std::process::id());
+        fn init(
+            store: Mapped,
+            capacity: u64,
+            geometry: Geometry,
+            fd: Option<OwnedFd>,
+            name: Option<String>,
+        ) -> Region {
+            let prefix = Prefix::new(capacity, geometry, std::process::id());
             // SAFETY: the region starts with at least a header page, freshly created by us and
             // not yet visible to any other handle; Prefix is plain data and the base is
             // page-aligned.
@@ -347,7 +495,7 @@ mod os {
             drop(header);
             let prefix = validate_header_bytes(&bytes, len)?;
             let map = map(&fd, len, "the region")?;
-            let store = Mapped::from_map(map, prefix.capacity, None);
+            let store = Mapped::from_map(map, prefix.capacity, prefix.geometry(), None);
             Ok(Region {
                 store: Arc::new(store),
                 fd: Some(fd),
@@ -451,7 +599,8 @@ mod os {
 impl fmt::Debug for Region {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Region");
-        d.field("capacity", &self.store.capacity());
+        d.field("capacity", &self.store.capacity())
+            .field("mode", &self.mode());
         #[cfg(not(shm_arena_loom))]
         d.field("fd", &self.fd).field("name", &self.name);
         d.finish()

@@ -15,6 +15,8 @@ use crate::{Error, Result};
 /// re-validated on every access because the writer's process could change them at any time.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct View {
+    /// The lane the unit lives in (always 0 in SPSC).
+    pub lane: u32,
     pub start: u64,
     pub span: u64,
     pub count: u64,
@@ -23,11 +25,11 @@ pub(crate) struct View {
 }
 
 impl View {
-    /// Reads and validates the record at `start`; `published` is the head cursor, which the
-    /// caller loaded with Acquire (so the record's plain contents are visible).
-    pub(crate) fn read(store: &Store, start: u64, published: u64) -> Result<View> {
+    /// Reads and validates the record at `start` of `lane`; `published` is the lane's head
+    /// cursor, which the caller loaded with Acquire (so the record's contents are visible).
+    pub(crate) fn read(store: &Store, lane: u32, start: u64, published: u64) -> Result<View> {
         let cap = store.capacity();
-        let rec = store.record(start);
+        let rec = store.record(lane, start);
         // Relaxed: the caller's Acquire load of the head made the record visible.
         let word = rec.word.load(Ordering::Relaxed);
         if word != start | COMMITTED {
@@ -71,6 +73,7 @@ impl View {
             }
         }
         Ok(View {
+            lane,
             start,
             span,
             count,
@@ -88,14 +91,16 @@ impl View {
             )));
         }
         let (rel, len) = if self.count <= INLINE_BLOBS {
-            let rec = store.record(self.start);
+            let rec = store.record(self.lane, self.start);
             (
                 rec.inline[2 * index].load(Ordering::Relaxed),
                 rec.inline[2 * index + 1].load(Ordering::Relaxed),
             )
         } else {
             let at = self.start + self.table + i * DESCRIPTOR_SIZE;
-            let ptr = store.bytes_for_read(at, DESCRIPTOR_SIZE).cast::<[u64; 2]>();
+            let ptr = store
+                .bytes_for_read(self.lane, at, DESCRIPTOR_SIZE)
+                .cast::<[u64; 2]>();
             // SAFETY: `View::read` checked that the table lies inside the unit's span and does
             // not cross the ring's end, so these 16 bytes are in bounds; the table is 64-aligned
             // and the descriptor 16-aligned within it. Volatile: another process may write it.
@@ -106,7 +111,7 @@ impl View {
         if len == 0 {
             // An empty slice at the unit's (64-aligned) start, so even empty blobs are aligned
             // for typed views.
-            let ptr = store.bytes_for_read(self.start, 0);
+            let ptr = store.bytes_for_read(self.lane, self.start, 0);
             // SAFETY: a zero-length slice at a non-null, aligned pointer into the ring.
             return Ok(unsafe { std::slice::from_raw_parts(ptr, 0) });
         }
@@ -124,7 +129,7 @@ impl View {
                 self.start,
             ));
         }
-        let ptr = store.bytes_for_read(self.start + rel, len);
+        let ptr = store.bytes_for_read(self.lane, self.start + rel, len);
         debug_assert_eq!(ptr as usize % BLOB_ALIGN as usize, 0);
         // SAFETY: the range was checked to lie inside this unit's span and not to cross the
         // ring's end; the unit stays reserved for the reader until it is ended, which needs the
@@ -147,46 +152,53 @@ impl View {
     /// behind. The same fence pairs with a sleeping writer's fence in `wait_for` (tail stored,
     /// then the waiter count loaded), so wake-ups are not lost either.
     pub(crate) fn release(&self, store: &Store) {
-        let shared = store.shared();
+        let lane = self.lane;
+        let tail = &store.lane(lane).tail.0;
         let end = self.start + self.span;
         // Relaxed: a stale (smaller) tail only sends us down the out-of-order path, which is
         // correct for any tail; the tail never passes an unmarked unit, so it cannot be larger.
-        if shared.tail.0.load(Ordering::Relaxed) == self.start {
+        if tail.load(Ordering::Relaxed) == self.start {
             // Release: pairs with the writer's Acquire tail load in `UnitWriter::reserve`: our
             // reads of this unit's bytes happen before the writer reuses them.
-            shared.tail.0.store(end, Ordering::Release);
+            tail.store(end, Ordering::Release);
             fence(Ordering::SeqCst);
             // Acquire: pairs with the Release mark in the out-of-order path below.
-            if store.record(end).word.load(Ordering::Acquire) == end | RELEASED {
-                advance_tail(store);
+            if store.record(lane, end).word.load(Ordering::Acquire) == end | RELEASED {
+                advance_tail(store, lane);
             }
-            wake_if_waiting(store, Signal::Space);
+            wake_if_waiting(store, Signal::Space(lane));
         } else {
             // Release: pairs with the Acquire mark load in `advance_tail`, which passes our
             // reads of the unit on to the writer through its tail CAS.
             store
-                .record(self.start)
+                .record(lane, self.start)
                 .word
                 .store(self.start | RELEASED, Ordering::Release);
-            // SeqCst fence: pairs with the fence of the in-order releaser of the unit before
-            // ours (it stored the tail, then loads our mark; we stored the mark, then load the
-            // tail in `advance_tail`).
-            fence(Ordering::SeqCst);
-            if advance_tail(store) {
-                wake_if_waiting(store, Signal::Space);
-            }
+            after_mark(store, lane);
         }
     }
 }
 
-/// Loads the head and tail and checks they can be a ring's cursors: 64-aligned, tail not past
-/// the head, at most one ring apart. Used where a handle attaches.
-pub(crate) fn load_cursors(store: &Store) -> Result<(u64, u64)> {
-    let shared = store.shared();
+/// After a unit was marked RELEASED (by its reader, or by a survivor for a dead reader): moves
+/// the tail over the released prefix and wakes the lane's writer if it moved.
+pub(crate) fn after_mark(store: &Store, lane: u32) {
+    // SeqCst fence: pairs with the fence of the in-order releaser of the unit before the
+    // marked one (it stored the tail, then loads our mark; we stored the mark, then load the
+    // tail in `advance_tail`).
+    fence(Ordering::SeqCst);
+    if advance_tail(store, lane) {
+        wake_if_waiting(store, Signal::Space(lane));
+    }
+}
+
+/// Loads a lane's head and tail and checks they can be a ring's cursors: 64-aligned, tail not
+/// past the head, at most one ring apart. Used where a handle attaches.
+pub(crate) fn load_cursors(store: &Store, lane: u32) -> Result<(u64, u64)> {
+    let cursors = store.lane(lane);
     // Acquire: pairs with the Release store in `UnitWriter::commit`.
-    let head = shared.head.0.load(Ordering::Acquire);
+    let head = cursors.head.0.load(Ordering::Acquire);
     // Acquire: pairs with the tail stores in `View::release` and `advance_tail`.
-    let tail = shared.tail.0.load(Ordering::Acquire);
+    let tail = cursors.tail.0.load(Ordering::Acquire);
     if head % BLOB_ALIGN != 0
         || tail % BLOB_ALIGN != 0
         || tail > head
@@ -207,8 +219,8 @@ pub(crate) fn load_cursors(store: &Store) -> Result<(u64, u64)> {
 /// tail it saw, so the tail moves once per unit. A record read here may already be reused by
 /// the writer if the tail passed it meanwhile; then its stamp does not match the tail we saw, or
 /// our CAS fails: stale values are never acted on.
-fn advance_tail(store: &Store) -> bool {
-    let shared = store.shared();
+fn advance_tail(store: &Store, lane: u32) -> bool {
+    let shared = store.lane(lane);
     let mut moved = false;
     loop {
         // Acquire: pairs with the Release tail store in `View::release` and the tail CAS below
@@ -221,7 +233,7 @@ fn advance_tail(store: &Store) -> bool {
             // Nothing to do, or a corrupt tail: never act on a misaligned position.
             break;
         }
-        let rec = store.record(tail);
+        let rec = store.record(lane, tail);
         // Acquire: pairs with the Release mark in `View::release`.
         if rec.word.load(Ordering::Acquire) != tail | RELEASED {
             break;
@@ -323,9 +335,16 @@ macro_rules! unit_access {
                 (0..self.blob_count()).map(|i| self.blob(i))
             }
 
-            /// The unit's ring position (unique for the region's lifetime).
+            /// The unit's ring position in its lane (unique for the region's lifetime within
+            /// the lane: `(lane(), position())` names a unit).
             pub fn position(&self) -> u64 {
                 self.view.start
+            }
+
+            /// The lane the unit came from: always 0 in an SPSC region, the writer's lane
+            /// ([`Writer::lane`](crate::Writer::lane)) in an MPMC region.
+            pub fn lane(&self) -> u32 {
+                self.view.lane
             }
 
             /// Bytes the unit occupies in the ring, record and padding included.
@@ -340,6 +359,7 @@ macro_rules! unit_access {
         impl fmt::Debug for $unit {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.debug_struct($name)
+                    .field("lane", &self.view.lane)
                     .field("position", &self.view.start)
                     .field("span", &self.view.span)
                     .field("blobs", &self.view.count)

@@ -10,8 +10,6 @@
 
 use std::time::{Duration, Instant};
 
-use crate::error::Role;
-use crate::layout::Signals;
 use crate::storage::{Storage, Store};
 use crate::sync::{fence, AtomicU32, Ordering};
 use crate::Result;
@@ -24,14 +22,20 @@ pub(crate) const PEER_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 pub(crate) enum Signal {
     /// A unit was committed (readers wait for this).
     Data,
-    /// The tail moved (writers wait for this).
-    Space,
+    /// The tail of this lane moved (its writer waits for this).
+    Space(u32),
 }
 
-fn words(signals: &Signals, signal: Signal) -> (&AtomicU32, &AtomicU32) {
+fn words(store: &Store, signal: Signal) -> (&AtomicU32, &AtomicU32) {
     match signal {
-        Signal::Data => (&signals.data_seq, &signals.data_waiters),
-        Signal::Space => (&signals.space_seq, &signals.space_waiters),
+        Signal::Data => {
+            let signals = &store.shared().signals.0;
+            (&signals.data_seq, &signals.data_waiters)
+        }
+        Signal::Space(lane) => {
+            let space = &store.lane(lane).space.0;
+            (&space.seq, &space.waiters)
+        }
     }
 }
 
@@ -46,7 +50,7 @@ pub(crate) fn notify(store: &Store, signal: Signal) {
 
 /// [`notify`] for a caller that has already issued a SeqCst fence after its progress.
 pub(crate) fn wake_if_waiting(store: &Store, signal: Signal) {
-    let (seq, waiters) = words(&store.shared().signals.0, signal);
+    let (seq, waiters) = words(store, signal);
     if waiters.load(Ordering::Relaxed) != 0 {
         // Release: pairs with the Acquire load of `seq` in `wait_for`, so a waiter that reads
         // the new value also sees the progress.
@@ -62,19 +66,20 @@ pub(crate) fn deadline_after(timeout: Option<Duration>) -> Option<Instant> {
 
 /// Polls until `poll` yields a value or an error, sleeping on `signal` in between.
 ///
-/// `poll` must return `Ok(None)` only while the condition does not hold. While sleeping, the
-/// `peer` role's process is checked every [`PEER_CHECK_INTERVAL`]; its death ends the wait with
-/// [`crate::Error::PeerGone`] (after a last poll, so everything it committed is still seen).
+/// `poll` must return `Ok(None)` only while the condition does not hold. While sleeping,
+/// `check_peers` runs every [`PEER_CHECK_INTERVAL`] (it looks for dead peers, and may clean up
+/// after them); its error ends the wait (after a last poll, so everything a dead peer
+/// committed is still seen).
 pub(crate) fn wait_for<T>(
     store: &Store,
     signal: Signal,
     deadline: Option<Instant>,
     what: &'static str,
-    peer: Role,
+    mut check_peers: impl FnMut() -> Result<()>,
     mut poll: impl FnMut() -> Result<Option<T>>,
 ) -> Result<T> {
     let started = Instant::now();
-    let (seq, waiters) = words(&store.shared().signals.0, signal);
+    let (seq, waiters) = words(store, signal);
     #[cfg(not(shm_arena_loom))]
     let backoff = crossbeam_utils::Backoff::new();
     let mut next_peer_check = started + PEER_CHECK_INTERVAL;
@@ -95,7 +100,7 @@ pub(crate) fn wait_for<T>(
             });
         }
         if now >= next_peer_check {
-            if let Err(gone) = crate::peer::check(store.shared(), peer) {
+            if let Err(gone) = check_peers() {
                 // The peer may have made progress just before dying: deliver that first.
                 return match poll()? {
                     Some(v) => Ok(v),

@@ -13,12 +13,19 @@ use crate::sync::{Arc, Ordering};
 use crate::wait::{deadline_after, notify, wait_for, Signal};
 use crate::{Error, Result};
 
-/// The single writer of an SPSC ring.
+/// A writer: the single writer of an SPSC ring, or one of an MPMC region's writers.
 ///
-/// Dropping the writer closes the ring: the reader drains what was committed, then gets
-/// [`Error::Closed`].
+/// In an MPMC region each writer holds a lane of its own (an SPSC ring on the writing side),
+/// so writers never contend with one another and a slow or dead writer holds back nobody
+/// else's units.
+///
+/// Dropping the writer closes an SPSC ring: the reader drains what was committed, then gets
+/// [`Error::Closed`]. An MPMC region closes for readers once every writer that attached was
+/// dropped.
 pub struct Writer {
     store: Arc<Store>,
+    /// The lane this writer fills (0 in SPSC).
+    lane: u32,
     /// Everything before this position is committed (we are the only writer).
     head: u64,
     /// Last tail loaded: space before `tail_cache + capacity` needs no atomic load.
@@ -35,10 +42,24 @@ pub struct Writer {
 
 impl Writer {
     pub(crate) fn attach(store: Arc<Store>) -> Result<Writer> {
-        let (head, tail) = crate::unit::load_cursors(&store)?;
-        crate::peer::register(store.shared(), Role::Writer)?;
+        let lane = if store.geometry().is_mpmc() {
+            crate::participants::attach_writer(&store)?
+        } else {
+            crate::peer::register(store.shared(), Role::Writer)?;
+            0
+        };
+        let (head, tail) = match crate::unit::load_cursors(&store, lane) {
+            Ok(cursors) => cursors,
+            Err(e) => {
+                if store.geometry().is_mpmc() {
+                    crate::participants::detach_writer(&store, lane);
+                }
+                return Err(e);
+            }
+        };
         Ok(Writer {
             store,
+            lane,
             head,
             tail_cache: tail,
             timeout: None,
@@ -59,9 +80,15 @@ impl Writer {
         self.timeout
     }
 
-    /// Bytes in the ring.
+    /// Bytes in the ring (in MPMC: in this writer's lane).
     pub fn capacity(&self) -> u64 {
         self.store.capacity()
+    }
+
+    /// The lane this writer fills: 0 in SPSC; in MPMC the lane its units come from
+    /// ([`Unit::lane`](crate::Unit::lane)).
+    pub fn lane(&self) -> u32 {
+        self.lane
     }
 
     /// The largest unit this ring accepts, record, alignment and descriptor table included:
@@ -88,7 +115,8 @@ impl Writer {
     }
 
     fn begin(&mut self, blocking: bool) -> Result<UnitWriter<'_>> {
-        // Relaxed: only a hint to fail early; the wait for space re-checks with Acquire.
+        // Relaxed: only a hint to fail early; the wait for space re-checks with Acquire. (MPMC
+        // finds out whether readers are left only when it has to wait for space.)
         if self.store.shared().signals.0.closed.load(Ordering::Relaxed) & READER_CLOSED != 0 {
             return Err(Error::Closed(Role::Reader));
         }
@@ -119,6 +147,10 @@ impl Writer {
 
 impl Drop for Writer {
     fn drop(&mut self) {
+        if self.store.geometry().is_mpmc() {
+            crate::participants::detach_writer(&self.store, self.lane);
+            return;
+        }
         // Release: pairs with the Acquire load of `closed` in `Reader::try_next_unit`, which
         // then sees every commit made before this.
         self.store
@@ -134,6 +166,7 @@ impl Drop for Writer {
 impl fmt::Debug for Writer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Writer")
+            .field("lane", &self.lane)
             .field("head", &self.head)
             .field("capacity", &self.store.capacity())
             .field("timeout", &self.timeout)
@@ -181,7 +214,10 @@ impl UnitWriter<'_> {
         if len == 0 {
             return Ok(&mut []);
         }
-        let ptr = self.writer.store.bytes_for_write(pos, len);
+        let ptr = self
+            .writer
+            .store
+            .bytes_for_write(self.writer.lane, pos, len);
         debug_assert_eq!(ptr as usize % BLOB_ALIGN as usize, 0);
         // SAFETY: `alloc` reserved [pos, pos + len) for this unit: it lies inside the ring
         // without crossing its end, and the tail is at least pos + len - capacity, so no reader
@@ -236,11 +272,12 @@ impl UnitWriter<'_> {
         }
         let writer = &mut *self.writer;
         let store = &*writer.store;
+        let lane = writer.lane;
         let head = writer.head;
         let load_tail = |cache: &mut u64| -> Result<bool> {
             // Acquire: pairs with the SeqCst (releasing) tail CAS in `advance_tail`: every read
             // of the released units happened before we overwrite their bytes.
-            let tail = store.shared().tail.0.load(Ordering::Acquire);
+            let tail = store.lane(lane).tail.0.load(Ordering::Acquire);
             if tail < *cache || tail > head || tail % BLOB_ALIGN != 0 {
                 return Err(Error::corrupt(
                     format!("tail cursor {tail} outside [{}, head {head}]", *cache),
@@ -258,15 +295,26 @@ impl UnitWriter<'_> {
         }
         let signals = &store.shared().signals.0;
         let cache = &mut writer.tail_cache;
+        let mpmc = store.geometry().is_mpmc();
         wait_for(
             store,
-            Signal::Space,
+            Signal::Space(lane),
             deadline_after(writer.timeout),
             "space in the ring",
-            Role::Reader,
+            || {
+                if mpmc {
+                    // Also releases units held by dead readers, which is what frees our lane.
+                    crate::participants::check_readers(store, lane, true)
+                } else {
+                    crate::peer::check(store.shared(), Role::Reader)
+                }
+            },
             || {
                 if load_tail(cache)? {
                     return Ok(Some(()));
+                }
+                if mpmc {
+                    crate::participants::check_readers(store, lane, false)?;
                 }
                 // Acquire: pairs with the Release `fetch_or` in `Reader::drop`.
                 if signals.closed.load(Ordering::Acquire) & READER_CLOSED != 0 {
@@ -292,7 +340,7 @@ impl UnitWriter<'_> {
             let dst = self
                 .writer
                 .store
-                .bytes_for_write(pos, bytes)
+                .bytes_for_write(self.writer.lane, pos, bytes)
                 .cast::<[u64; 2]>();
             for (i, &(rel, len)) in self.writer.descriptors.iter().enumerate() {
                 // SAFETY: `alloc` reserved `count * 16` bytes at `pos` inside the ring, 64-aligned;
@@ -302,7 +350,8 @@ impl UnitWriter<'_> {
         }
         self.reserve(self.cursor)?;
         let store = &*self.writer.store;
-        let rec = store.record(self.start);
+        let lane = self.writer.lane;
+        let rec = store.record(lane, self.start);
         let span = self.cursor - self.start;
         debug_assert!(span >= RECORD_SIZE && span % BLOB_ALIGN == 0);
         // Relaxed: all record fields are published by the Release store of the head below.
@@ -322,7 +371,11 @@ impl UnitWriter<'_> {
         rec.word.store(self.start | COMMITTED, Ordering::Relaxed);
         // Release: pairs with the Acquire load of the head in `Reader::try_next_unit` (and in
         // `advance_tail`): the record and every blob byte written before are visible to it.
-        store.shared().head.0.store(self.cursor, Ordering::Release);
+        store
+            .lane(lane)
+            .head
+            .0
+            .store(self.cursor, Ordering::Release);
         self.writer.head = self.cursor;
         notify(store, Signal::Data);
         Ok(())

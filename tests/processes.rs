@@ -677,10 +677,11 @@ fn corrupt_record_stops_the_reader() {
     assert_eq!(third.blob(3).unwrap(), b"d");
 }
 
-/// Region offsets of the head and tail cursors (each on its own 128-byte line after the
-/// 128-byte prefix); the test checks them against [`Region::cursors`] before relying on them.
-const HEAD_OFFSET: u64 = 128;
-const TAIL_OFFSET: u64 = 256;
+/// Region offsets of lane 0's head and tail cursors (each on its own 128-byte line; the lane
+/// array starts at 512, see docs/FORMAT.md); the test checks them against
+/// [`Region::cursors`] before relying on them.
+const HEAD_OFFSET: u64 = 512;
+const TAIL_OFFSET: u64 = 640;
 
 /// Test 3b, cursors: a head or tail cursor moved to an impossible place gives `Corrupt` to
 /// the side that reads it, never an access outside the ring or a wait for ever.

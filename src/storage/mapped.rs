@@ -4,7 +4,10 @@ use std::alloc::Layout;
 use std::ptr::NonNull;
 use std::time::Duration;
 
-use crate::layout::{Record, Shared, HEADER_SIZE, RECORD_SIZE, SHARED_OFFSET};
+use crate::layout::{
+    Geometry, Lane, ReaderSlot, Record, Shared, HEADER_SIZE, LANES_OFFSET, RECORD_SIZE,
+    SHARED_OFFSET,
+};
 use crate::storage::Storage;
 use crate::sync::AtomicU32;
 
@@ -17,11 +20,12 @@ pub(crate) enum Keep {
     Heap(Layout),
 }
 
-/// A region's memory: `HEADER_SIZE + capacity` bytes at `base`.
+/// A region's memory: `data_offset + lanes * capacity` bytes at `base`.
 #[derive(Debug)]
 pub(crate) struct Mapped {
     base: NonNull<u8>,
     capacity: u64,
+    geometry: Geometry,
     keep: Keep,
     /// A POSIX shared-memory name to unlink when the last handle goes (the creator's only).
     unlink: Option<String>,
@@ -35,21 +39,28 @@ unsafe impl Send for Mapped {}
 unsafe impl Sync for Mapped {}
 
 impl Mapped {
-    /// Wraps a mapping of `HEADER_SIZE + capacity` bytes whose prefix has been validated.
-    pub(crate) fn from_map(map: memmap2::MmapRaw, capacity: u64, unlink: Option<String>) -> Self {
-        debug_assert_eq!(map.len() as u64, HEADER_SIZE as u64 + capacity);
+    /// Wraps a mapping of `data_offset + lanes * capacity` bytes whose prefix has been
+    /// validated.
+    pub(crate) fn from_map(
+        map: memmap2::MmapRaw,
+        capacity: u64,
+        geometry: Geometry,
+        unlink: Option<String>,
+    ) -> Self {
+        debug_assert_eq!(map.len() as u64, region_len(capacity, geometry));
         let base = NonNull::new(map.as_mut_ptr()).expect("mmap never returns null");
         Mapped {
             base,
             capacity,
+            geometry,
             keep: Keep::Map(map),
             unlink,
         }
     }
 
     /// A zeroed, page-aligned heap buffer with the region layout.
-    pub(crate) fn heap(capacity: u64) -> std::io::Result<Self> {
-        let size = usize::try_from(HEADER_SIZE as u64 + capacity)
+    pub(crate) fn heap(capacity: u64, geometry: Geometry) -> std::io::Result<Self> {
+        let size = usize::try_from(region_len(capacity, geometry))
             .map_err(|_| std::io::Error::other("capacity does not fit in memory"))?;
         let layout = Layout::from_size_align(size, HEADER_SIZE)
             .map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -64,6 +75,7 @@ impl Mapped {
         Ok(Mapped {
             base,
             capacity,
+            geometry,
             keep: Keep::Heap(layout),
             unlink: None,
         })
@@ -74,9 +86,12 @@ impl Mapped {
         self.base.as_ptr()
     }
 
-    fn ring(&self) -> *mut u8 {
-        // SAFETY: the region is HEADER_SIZE + capacity bytes long.
-        unsafe { self.base.as_ptr().add(HEADER_SIZE) }
+    /// Start of `lane`'s ring.
+    fn ring(&self, lane: u32) -> *mut u8 {
+        assert!(lane < self.geometry.lanes, "lane {lane} out of range");
+        let off = self.geometry.data_offset() + lane as usize * self.capacity as usize;
+        // SAFETY: the region is data_offset + lanes * capacity bytes long and lane < lanes.
+        unsafe { self.base.as_ptr().add(off) }
     }
 
     fn offset(&self, pos: u64, len: u64) -> usize {
@@ -84,6 +99,11 @@ impl Mapped {
         debug_assert!(off + len <= self.capacity, "range crosses the ring's end");
         off as usize
     }
+}
+
+/// Bytes of a region: header pages, then the lanes' rings.
+pub(crate) fn region_len(capacity: u64, geometry: Geometry) -> u64 {
+    geometry.data_offset() as u64 + u64::from(geometry.lanes) * capacity
 }
 
 impl Drop for Mapped {
@@ -108,26 +128,50 @@ impl Storage for Mapped {
         unsafe { &*self.base.as_ptr().add(SHARED_OFFSET).cast::<Shared>() }
     }
 
+    fn geometry(&self) -> Geometry {
+        self.geometry
+    }
+
+    fn lane(&self, lane: u32) -> &Lane {
+        assert!(lane < self.geometry.lanes, "lane {lane} out of range");
+        let off = LANES_OFFSET + lane as usize * std::mem::size_of::<Lane>();
+        // SAFETY: the lane array lies inside the header (data_offset covers it), 128-aligned
+        // from a page-aligned base; Lane is all atomics, valid for any bytes.
+        unsafe { &*self.base.as_ptr().add(off).cast::<Lane>() }
+    }
+
+    fn reader_slot(&self, slot: u32) -> &ReaderSlot {
+        assert!(
+            slot < self.geometry.readers,
+            "reader slot {slot} out of range"
+        );
+        let off =
+            self.geometry.readers_offset() + slot as usize * std::mem::size_of::<ReaderSlot>();
+        // SAFETY: as for `lane`: the slots follow the lanes inside the header.
+        unsafe { &*self.base.as_ptr().add(off).cast::<ReaderSlot>() }
+    }
+
     fn capacity(&self) -> u64 {
         self.capacity
     }
 
-    fn record(&self, pos: u64) -> &Record {
+    fn record(&self, lane: u32, pos: u64) -> &Record {
         debug_assert_eq!(pos % RECORD_SIZE, 0);
         let off = self.offset(pos & !(RECORD_SIZE - 1), RECORD_SIZE);
         // SAFETY: off is 64-aligned and off + 64 <= capacity, so the record lies inside the
-        // ring; Record is all atomics (valid for any bytes) and the mapping outlives `self`.
-        unsafe { &*self.ring().add(off).cast::<Record>() }
+        // lane's ring; Record is all atomics (valid for any bytes) and the mapping outlives
+        // `self`.
+        unsafe { &*self.ring(lane).add(off).cast::<Record>() }
     }
 
-    fn bytes_for_write(&self, pos: u64, len: u64) -> *mut u8 {
+    fn bytes_for_write(&self, lane: u32, pos: u64, len: u64) -> *mut u8 {
         let off = self.offset(pos, len);
         // SAFETY: off + len <= capacity (callers guarantee, debug-asserted in offset).
-        unsafe { self.ring().add(off) }
+        unsafe { self.ring(lane).add(off) }
     }
 
-    fn bytes_for_read(&self, pos: u64, len: u64) -> *const u8 {
-        self.bytes_for_write(pos, len)
+    fn bytes_for_read(&self, lane: u32, pos: u64, len: u64) -> *const u8 {
+        self.bytes_for_write(lane, pos, len)
     }
 
     fn futex_wait(&self, word: &AtomicU32, expected: u32, timeout: Option<Duration>) {

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use crate::layout::{Record, Shared};
+use crate::layout::{Geometry, Lane, ReaderSlot, Record, Shared};
 use crate::sync::AtomicU32;
 
 #[cfg(not(shm_arena_loom))]
@@ -26,18 +26,24 @@ pub(crate) type Store = model::Model;
 
 /// What the ring protocol needs from its memory.
 pub(crate) trait Storage: Send + Sync + 'static {
-    /// The header's atomics.
+    /// The header's global atomics.
     fn shared(&self) -> &Shared;
-    /// Ring size in bytes (a power of two).
+    /// Lane and reader-slot counts.
+    fn geometry(&self) -> Geometry;
+    /// Lane `lane`'s cursors (`lane < geometry().lanes`).
+    fn lane(&self, lane: u32) -> &Lane;
+    /// Reader slot `slot` (`slot < geometry().readers`).
+    fn reader_slot(&self, slot: u32) -> &ReaderSlot;
+    /// Size of each lane's ring in bytes (a power of two).
     fn capacity(&self) -> u64;
-    /// The record at ring position `pos` (a multiple of 64).
-    fn record(&self, pos: u64) -> &Record;
-    /// Pointer to `len` ring bytes at position `pos`, for the writer to fill.
+    /// The record at ring position `pos` (a multiple of 64) of `lane`.
+    fn record(&self, lane: u32, pos: u64) -> &Record;
+    /// Pointer to `len` bytes of `lane`'s ring at position `pos`, for the writer to fill.
     ///
     /// `pos & (capacity - 1)` plus `len` never exceeds the capacity (callers check).
-    fn bytes_for_write(&self, pos: u64, len: u64) -> *mut u8;
-    /// Pointer to `len` ring bytes at position `pos`, for a reader.
-    fn bytes_for_read(&self, pos: u64, len: u64) -> *const u8;
+    fn bytes_for_write(&self, lane: u32, pos: u64, len: u64) -> *mut u8;
+    /// Pointer to `len` bytes of `lane`'s ring at position `pos`, for a reader.
+    fn bytes_for_read(&self, lane: u32, pos: u64, len: u64) -> *const u8;
     /// Sleeps while `word` holds `expected`, at most `timeout`; may return spuriously.
     fn futex_wait(&self, word: &AtomicU32, expected: u32, timeout: Option<Duration>);
     /// Wakes every sleeper on `word`.

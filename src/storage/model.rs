@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use loom::sync::{Condvar, Mutex};
 
-use crate::layout::{Record, Shared, BLOB_ALIGN, RECORD_SIZE};
+use crate::layout::{Geometry, Lane, ReaderSlot, Record, Shared, BLOB_ALIGN, RECORD_SIZE};
 use crate::storage::Storage;
 use crate::sync::{AtomicU32, Ordering};
 
@@ -20,6 +20,9 @@ use crate::sync::{AtomicU32, Ordering};
 #[derive(Debug)]
 pub(crate) struct Model {
     shared: Shared,
+    geometry: Geometry,
+    lanes: Vec<Lane>,
+    readers: Vec<ReaderSlot>,
     capacity: u64,
     records: Vec<Record>,
     slots: Vec<loom::cell::UnsafeCell<()>>,
@@ -35,29 +38,38 @@ unsafe impl Send for Model {}
 unsafe impl Sync for Model {}
 
 impl Model {
-    pub(crate) fn new(capacity: u64) -> Self {
-        let slots = (capacity / BLOB_ALIGN) as usize;
+    pub(crate) fn new(capacity: u64, geometry: Geometry) -> Self {
+        let slots = (u64::from(geometry.lanes) * capacity / BLOB_ALIGN) as usize;
         Model {
             shared: Shared::default(),
+            geometry,
+            lanes: (0..geometry.lanes).map(|_| Lane::default()).collect(),
+            readers: (0..geometry.readers)
+                .map(|_| ReaderSlot::default())
+                .collect(),
             capacity,
             records: (0..slots).map(|_| Record::default()).collect(),
             slots: (0..slots)
                 .map(|_| loom::cell::UnsafeCell::new(()))
                 .collect(),
-            bytes: (0..capacity).map(|_| UnsafeCell::new(0)).collect(),
+            bytes: (0..u64::from(geometry.lanes) * capacity)
+                .map(|_| UnsafeCell::new(0))
+                .collect(),
             futex: Mutex::new(()),
             wakeup: Condvar::new(),
         }
     }
 
-    fn offset(&self, pos: u64, len: u64) -> usize {
+    /// Offset of `lane`'s position `pos` in the flat byte buffer.
+    fn offset(&self, lane: u32, pos: u64, len: u64) -> usize {
+        assert!(lane < self.geometry.lanes);
         let off = pos & (self.capacity - 1);
         assert!(off + len <= self.capacity, "range crosses the ring's end");
-        off as usize
+        (u64::from(lane) * self.capacity + off) as usize
     }
 
-    fn slot_range(&self, pos: u64, len: u64) -> std::ops::Range<usize> {
-        let first = self.offset(pos, len) / BLOB_ALIGN as usize;
+    fn slot_range(&self, lane: u32, pos: u64, len: u64) -> std::ops::Range<usize> {
+        let first = self.offset(lane, pos, len) / BLOB_ALIGN as usize;
         let n = len.div_ceil(BLOB_ALIGN) as usize;
         first..first + n
     }
@@ -68,28 +80,40 @@ impl Storage for Model {
         &self.shared
     }
 
+    fn geometry(&self) -> Geometry {
+        self.geometry
+    }
+
+    fn lane(&self, lane: u32) -> &Lane {
+        &self.lanes[lane as usize]
+    }
+
+    fn reader_slot(&self, slot: u32) -> &ReaderSlot {
+        &self.readers[slot as usize]
+    }
+
     fn capacity(&self) -> u64 {
         self.capacity
     }
 
-    fn record(&self, pos: u64) -> &Record {
-        &self.records[self.offset(pos, RECORD_SIZE) / RECORD_SIZE as usize]
+    fn record(&self, lane: u32, pos: u64) -> &Record {
+        &self.records[self.offset(lane, pos, RECORD_SIZE) / RECORD_SIZE as usize]
     }
 
-    fn bytes_for_write(&self, pos: u64, len: u64) -> *mut u8 {
-        for slot in self.slot_range(pos, len) {
+    fn bytes_for_write(&self, lane: u32, pos: u64, len: u64) -> *mut u8 {
+        for slot in self.slot_range(lane, pos, len) {
             self.slots[slot].with_mut(|_| ());
         }
-        let off = self.offset(pos, len);
+        let off = self.offset(lane, pos, len);
         // SAFETY: off + len <= capacity (asserted in offset); UnsafeCell<u8> has u8's layout.
         unsafe { UnsafeCell::raw_get(self.bytes.as_ptr()).add(off) }
     }
 
-    fn bytes_for_read(&self, pos: u64, len: u64) -> *const u8 {
-        for slot in self.slot_range(pos, len) {
+    fn bytes_for_read(&self, lane: u32, pos: u64, len: u64) -> *const u8 {
+        for slot in self.slot_range(lane, pos, len) {
             self.slots[slot].with(|_| ());
         }
-        let off = self.offset(pos, len);
+        let off = self.offset(lane, pos, len);
         // SAFETY: as in bytes_for_write.
         unsafe { UnsafeCell::raw_get(self.bytes.as_ptr()).add(off) }
     }

@@ -1,0 +1,101 @@
+//! MPMC readers: claiming committed units from any lane.
+//!
+//! Each lane's writer publishes units exactly as in SPSC (record, then the Release head
+//! store). Readers share the lane's *claim cursor*: a reader that sees `claim < head` reads the
+//! record at `claim`, then moves the cursor past the unit with a CAS. The winner owns the unit;
+//! a loser retries with the new cursor. A record read by a loser may already be reused by the
+//! writer (another reader took the unit, ended it, and the tail moved on); the CAS fails in
+//! that case, because positions grow monotonically and never repeat, so stale contents are
+//! never acted on.
+//!
+//! Units are ended exactly as in SPSC (`View::release`): the in-order fast path and the
+//! out-of-order marks are already safe for concurrent enders.
+//!
+//! Around the CAS the reader publishes its intent and afterwards tags the record with its slot,
+//! so that survivors can release the units of a reader that dies (see `participants.rs`).
+
+use crate::layout::{BLOB_ALIGN, CLAIMED_BASE};
+use crate::storage::{Storage, Store};
+use crate::sync::Ordering;
+use crate::unit::View;
+use crate::{Error, Result};
+
+/// Tries to claim one committed unit, looking at every lane once starting with `first`.
+/// `slot` is the caller's reader slot.
+///
+/// # Errors
+/// [`Error::Corrupt`] if a lane's cursors or a record are impossible (and no other reader
+/// moved the cursor meanwhile, which would explain it).
+pub(crate) fn try_claim(store: &Store, slot: u32, first: u32) -> Result<Option<View>> {
+    let lanes = store.geometry().lanes;
+    let reader = store.reader_slot(slot);
+    for i in 0..lanes {
+        let lane = (first + i) % lanes;
+        if let Some(view) = claim_in_lane(store, reader, slot, lane)? {
+            return Ok(Some(view));
+        }
+    }
+    Ok(None)
+}
+
+fn claim_in_lane(
+    store: &Store,
+    reader: &crate::layout::ReaderSlot,
+    slot: u32,
+    lane: u32,
+) -> Result<Option<View>> {
+    let cursors = store.lane(lane);
+    let cap = store.capacity();
+    loop {
+        // Acquire: pairs with the AcqRel claim CAS of the reader that moved it here, so the
+        // head we load next is at least the one that reader saw (claim <= head).
+        let claim = cursors.claim.0.load(Ordering::Acquire);
+        // Acquire: pairs with the Release store in `UnitWriter::commit`: the record and blobs
+        // of every unit before the head are visible.
+        let head = cursors.head.0.load(Ordering::Acquire);
+        if claim == head {
+            return Ok(None);
+        }
+        if claim > head || head - claim > cap || claim % BLOB_ALIGN != 0 {
+            return Err(Error::corrupt(
+                format!("lane {lane}: claim cursor {claim} and head {head} are not a ring state"),
+                claim,
+            ));
+        }
+        let view = match View::read(store, lane, claim, head) {
+            Ok(view) => view,
+            // Relaxed: only asks whether another reader moved on (then the record we read is
+            // someone else's and may be reused); the retry loads again with Acquire.
+            Err(_) if cursors.claim.0.load(Ordering::Relaxed) != claim => continue,
+            Err(e) => return Err(e),
+        };
+        let intent = claim | u64::from(lane + 1);
+        // Relaxed: ordered before the CAS by the CAS's Release half; a survivor that sees the
+        // CAS's value (Acquire) sees this intent (see `participants.rs`).
+        reader.intent.store(intent, Ordering::Relaxed);
+        // AcqRel: Release publishes the intent (above) to survivors and our head load to the
+        // next claimer; Acquire orders us after the previous claimer.
+        if cursors
+            .claim
+            .0
+            .compare_exchange(
+                claim,
+                claim + view.span,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            continue;
+        }
+        // Release: pairs with the Acquire word load in `reap_lane`: a survivor that sees the
+        // tag knows the owner without looking at intents.
+        store
+            .record(lane, claim)
+            .word
+            .store(claim | (CLAIMED_BASE + u64::from(slot)), Ordering::Release);
+        // Release: a survivor that reads the cleared intent also sees the tag above.
+        reader.intent.store(0, Ordering::Release);
+        return Ok(Some(view));
+    }
+}
