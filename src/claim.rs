@@ -56,18 +56,35 @@ fn claim_in_lane(
         if claim == head {
             return Ok(None);
         }
-        if claim > head || head - claim > cap || claim % BLOB_ALIGN != 0 {
-            return Err(Error::corrupt(
+        let read = if claim > head || head - claim > cap || claim % BLOB_ALIGN != 0 {
+            Err(Error::corrupt(
                 format!("lane {lane}: claim cursor {claim} and head {head} are not a ring state"),
                 claim,
-            ));
-        }
-        let view = match View::read(store, lane, claim, head) {
+            ))
+        } else {
+            View::read(store, lane, claim, head)
+        };
+        let view = match read {
             Ok(view) => view,
-            // Relaxed: only asks whether another reader moved on (then the record we read is
-            // someone else's and may be reused); the retry loads again with Acquire.
-            Err(_) if cursors.claim.0.load(Ordering::Relaxed) != claim => continue,
-            Err(e) => return Err(e),
+            Err(e) => {
+                // Either the lane is corrupt, or another reader claimed the unit meanwhile (and
+                // tagged it, or even ended it and let the writer move on and reuse its bytes).
+                // A plain load of the cursor could still return the old value after we saw
+                // newer data, so ask with a no-op CAS instead: if the cursor is still `claim`
+                // at that point, any claim past it comes later in the cursor's modification
+                // order and synchronises with our CAS, so nothing we read can come from after
+                // it: the lane really is corrupt.
+                // AcqRel: both halves are needed for that argument.
+                if cursors
+                    .claim
+                    .0
+                    .compare_exchange(claim, claim, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    return Err(e);
+                }
+                continue;
+            }
         };
         let intent = claim | u64::from(lane + 1);
         // Relaxed: ordered before the CAS by the CAS's Release half; a survivor that sees the

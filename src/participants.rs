@@ -28,7 +28,7 @@ use crate::layout::{
     STATE_MASK,
 };
 use crate::storage::{Storage, Store};
-use crate::sync::Ordering;
+use crate::sync::{Arc, Ordering};
 use crate::wait::{notify, Signal};
 use crate::{Error, Result};
 
@@ -181,8 +181,24 @@ pub(crate) fn attach_reader(store: &Store) -> Result<u32> {
     })
 }
 
+/// An MPMC reader's hold on its slot, shared by the [`Reader`](crate::Reader) and every
+/// [`OwnedUnit`](crate::OwnedUnit) it handed out: the slot's tag marks those units, so the slot
+/// must stay attached (and not be handed to another reader, whose death would release them)
+/// until the last of them is gone.
+#[derive(Debug)]
+pub(crate) struct SlotLease {
+    pub store: Arc<Store>,
+    pub slot: u32,
+}
+
+impl Drop for SlotLease {
+    fn drop(&mut self) {
+        detach_reader(&self.store, self.slot);
+    }
+}
+
 /// A reader handle was dropped: writers may now see the region closed.
-pub(crate) fn detach_reader(store: &Store, slot: u32) {
+fn detach_reader(store: &Store, slot: u32) {
     let reader = store.reader_slot(slot);
     // Release: a survivor that reads the cleared intent sees our tags.
     reader.intent.store(0, Ordering::Release);

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::error::Role;
 use crate::layout::WRITER_CLOSED;
+use crate::participants::SlotLease;
 use crate::storage::{Storage, Store};
 use crate::sync::{Arc, Ordering};
 use crate::unit::{Unit, View};
@@ -27,8 +28,9 @@ pub struct Reader {
     next: Cell<u64>,
     /// Last head cursor loaded: units before it need no atomic load of the head (SPSC).
     head_cache: Cell<u64>,
-    /// MPMC: this reader's slot, and the lane to look at first next time.
-    mpmc: Option<(u32, Cell<u32>)>,
+    /// MPMC: this reader's slot (shared with its owned units), and the lane to look at first
+    /// next time.
+    mpmc: Option<(Arc<SlotLease>, Cell<u32>)>,
 }
 
 impl Reader {
@@ -36,11 +38,15 @@ impl Reader {
         if store.geometry().is_mpmc() {
             let slot = crate::participants::attach_reader(&store)?;
             let first = slot % store.geometry().lanes;
+            let lease = Arc::new(SlotLease {
+                store: Arc::clone(&store),
+                slot,
+            });
             return Ok(Reader {
                 store,
                 next: Cell::new(0),
                 head_cache: Cell::new(0),
-                mpmc: Some((slot, Cell::new(first))),
+                mpmc: Some((lease, Cell::new(first))),
             });
         }
         let (_, tail) = crate::unit::load_cursors(&store, 0)?;
@@ -80,15 +86,20 @@ impl Reader {
         &self.store
     }
 
+    /// MPMC: the slot lease an owned unit must keep.
+    pub(crate) fn lease(&self) -> Option<Arc<SlotLease>> {
+        self.mpmc.as_ref().map(|(lease, _)| Arc::clone(lease))
+    }
+
     /// The next committed unit, if there is one now. Never blocks.
     ///
     /// # Errors
     /// [`Error::Closed`] once the writer closed the ring and every committed unit was taken;
     /// [`Error::Corrupt`] if the next record is impossible (the reader does not move past it).
     pub fn try_next_unit(&self) -> Result<Option<Unit<'_>>> {
-        if let Some((slot, first)) = &self.mpmc {
+        if let Some((lease, first)) = &self.mpmc {
             return Ok(self
-                .try_claim(*slot, first)?
+                .try_claim(lease.slot, first)?
                 .map(|view| Unit { reader: self, view }));
         }
         let pos = self.next.get();
@@ -170,8 +181,8 @@ impl Unit<'_> {
 
 impl Drop for Reader {
     fn drop(&mut self) {
-        if let Some((slot, _)) = &self.mpmc {
-            crate::participants::detach_reader(&self.store, *slot);
+        if self.mpmc.is_some() {
+            // The lease detaches the slot once our owned units are gone too.
             return;
         }
         // Release: pairs with the Acquire load of `closed` in `UnitWriter::reserve`.

@@ -155,9 +155,13 @@ impl View {
         let lane = self.lane;
         let tail = &store.lane(lane).tail.0;
         let end = self.start + self.span;
-        // Relaxed: a stale (smaller) tail only sends us down the out-of-order path, which is
-        // correct for any tail; the tail never passes an unmarked unit, so it cannot be larger.
-        if tail.load(Ordering::Relaxed) == self.start {
+        // A stale (smaller) tail only sends us down the out-of-order path, which is correct for
+        // any tail; the tail never passes an unmarked unit, so it cannot be larger.
+        // Acquire: pairs with the Release tail store (or CAS) that moved the tail to our unit.
+        // Our plain store below is not part of that store's release sequence, so without this
+        // the writer, acquiring our tail, would not be ordered after the previous unit's reads
+        // when that unit was ended on another thread (loom found this with two MPMC readers).
+        if tail.load(Ordering::Acquire) == self.start {
             // Release: pairs with the writer's Acquire tail load in `UnitWriter::reserve`: our
             // reads of this unit's bytes happen before the writer reuses them.
             tail.store(end, Ordering::Release);
@@ -281,6 +285,7 @@ impl Unit<'_> {
         let owned = OwnedUnit {
             store: Arc::clone(self.reader.store_arc()),
             view: self.view,
+            _lease: self.reader.lease(),
         };
         std::mem::forget(self);
         owned
@@ -298,6 +303,9 @@ impl Drop for Unit<'_> {
 pub struct OwnedUnit {
     pub(crate) store: Arc<Store>,
     pub(crate) view: View,
+    /// MPMC: keeps the reader's slot attached while this unit carries its tag (dropped after
+    /// the unit is ended, in `Drop`).
+    _lease: Option<Arc<crate::participants::SlotLease>>,
 }
 
 impl OwnedUnit {
