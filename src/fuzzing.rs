@@ -252,3 +252,75 @@ pub fn corrupt_region(data: &[u8]) {
         u.commit()
     });
 }
+
+/// The same attack on a live MPMC region: two lanes with committed, claimed, held and ended
+/// units, then hostile bytes over the lanes' cursors, owners, reader slots (intents) and
+/// rings; then claims by two readers, the clean-up of a (supposedly) dead reader's units in
+/// every lane, ends, and writes. Errors are fine; panics and out-of-bounds accesses are not.
+pub fn corrupt_mpmc_region(data: &[u8]) {
+    use crate::layout::LANES_OFFSET;
+    use crate::storage::Storage;
+    let mut input = Input(data);
+    let capacity = 4096u64;
+    let region = Region::create_with(
+        RegionOptions::new(capacity)
+            .mpmc(2, 2)
+            .backing(Backing::Anonymous),
+    )
+    .unwrap();
+    let mut writers = [region.writer().unwrap(), region.writer().unwrap()];
+    let readers = [region.reader().unwrap(), region.reader().unwrap()];
+    for i in 0..(input.byte().unwrap_or(3) % 6) {
+        for w in &mut writers {
+            let _ = w.write_unit(&[&[i; 100], &[i; 5], &[i; 70]]);
+        }
+    }
+    // Some units claimed and held across the damage, one of them by each reader.
+    let mut held: Vec<_> = readers
+        .iter()
+        .filter_map(|r| r.try_next_unit().ok().flatten().map(|u| u.into_owned()))
+        .collect();
+    let store = region.store();
+    let geometry = store.geometry();
+    let base = store.base();
+    let len = (geometry.data_offset() as u64 + 2 * capacity) as usize;
+    let header_end = geometry.readers_offset() + 2 * 128;
+    while let (Some(hi), Some(lo), Some(value)) = (input.byte(), input.byte(), input.byte()) {
+        let offset = (usize::from(hi) << 8 | usize::from(lo)) % len;
+        let offset = if hi & 0x80 != 0 {
+            LANES_OFFSET + offset % (header_end - LANES_OFFSET)
+        } else {
+            offset
+        };
+        // SAFETY: offset < len, the size of the region's heap buffer. Under the fuzzer only
+        // this thread touches the region, so the byte write races with nothing.
+        unsafe { base.add(offset).write_volatile(value) };
+    }
+    for round in 0..6 {
+        let reader = &readers[round % 2];
+        match reader.try_next_unit() {
+            Ok(Some(unit)) => {
+                for blob in unit.blobs().flatten() {
+                    std::hint::black_box(blob.iter().map(|&b| u64::from(b)).sum::<u64>());
+                }
+                held.push(unit.into_owned());
+            }
+            Ok(None) | Err(_) => {}
+        }
+    }
+    // What a survivor runs for a dead reader, over hostile cursors, records and intents.
+    for lane in 0..2 {
+        for slot in 0..2 {
+            crate::participants::reap_lane(store, lane, slot);
+        }
+        let _ = crate::participants::check_readers(store, lane, false);
+    }
+    let _ = crate::participants::check_writers(store, false);
+    drop(held);
+    for w in &mut writers {
+        let _ = w.try_begin_unit().and_then(|mut u| {
+            u.push(&[1; 64])?;
+            u.commit()
+        });
+    }
+}

@@ -35,6 +35,34 @@
 //! guards whose blobs are contiguous, 64-byte-aligned slices of shared memory; dropping a guard
 //! ends the unit, in any order, and the ring's tail advances over the ended prefix.
 //!
+//! # MPMC: many writers and readers
+//!
+//! [`Region::create_mpmc`] makes a region for up to `writers` writer handles and `readers`
+//! reader handles, in any threads and processes, with the same unit API. Each writer holds a
+//! *lane* of its own: an SPSC ring on the writing side, so writers never contend, a unit can
+//! still grow blob by blob (no size to declare up front), and a writer that stalls or dies
+//! mid-unit holds back nobody else's units. Readers claim committed units from any lane with one
+//! compare-and-swap on that lane's claim cursor, taking turns over the lanes; units end in any
+//! order, by any thread, exactly as in SPSC.
+//!
+//! - **Exactly once.** A committed unit is handed to exactly one reader, unless the reader that
+//!   claimed it dies: then it is lost, never handed out twice (at most once for those units).
+//! - **Order.** A writer's units are claimed in its commit order; there is no order across
+//!   writers, and units taken by different readers are processed in parallel.
+//! - **Head of line.** Nothing waits for another writer's uncommitted unit. What can hold a
+//!   writer back is its own lane: a unit still held by a reader pins the lane's tail (as in
+//!   SPSC), so size each lane for the units readers hold at once.
+//! - **Dead writers.** The unit a dead writer had begun was never published; everything it
+//!   committed is still delivered, and [`Region::writer`] can take its lane over. Readers get
+//!   [`Error::Closed`] once every writer that attached was dropped and all lanes are drained
+//!   ([`Error::PeerGone`] if one of them died instead).
+//! - **Dead readers.** A writer blocked on a full lane checks every 100 ms for readers whose
+//!   process died and releases the units they held (or were claiming) in its lane; a new
+//!   reader taking over a dead reader's slot does the same for every lane. A reader's
+//!   [`OwnedUnit`]s keep its slot attached, even after the [`Reader`] is dropped.
+//! - **Cost.** The region has `writers` rings of `capacity` bytes each. Per unit, a reader pays
+//!   one CAS and two stores on its slot and the record besides the SPSC work.
+//!
 //! # Guarantees
 //!
 //! - A blob is never split at the ring's end (it moves to the next lap instead), so nothing is

@@ -75,6 +75,22 @@ fn corrupt_region() {
 }
 
 #[test]
+fn corrupt_mpmc_region() {
+    assert!(
+        replay(
+            "corrupt_mpmc_region",
+            shm_arena::fuzzing::corrupt_mpmc_region
+        ) > 0,
+        "the committed corpus of corrupt_mpmc_region is missing"
+    );
+    random_inputs(
+        if cfg!(miri) { 5 } else { 500 },
+        300,
+        shm_arena::fuzzing::corrupt_mpmc_region,
+    );
+}
+
+#[test]
 fn envelope() {
     assert!(
         replay("envelope", shm_arena::codec::fuzzing::decode_envelope) > 0,
