@@ -298,14 +298,11 @@ pub fn corrupt_mpmc_region(data: &[u8]) {
     }
     for round in 0..6 {
         let reader = &readers[round % 2];
-        match reader.try_next_unit() {
-            Ok(Some(unit)) => {
-                for blob in unit.blobs().flatten() {
-                    std::hint::black_box(blob.iter().map(|&b| u64::from(b)).sum::<u64>());
-                }
-                held.push(unit.into_owned());
+        if let Ok(Some(unit)) = reader.try_next_unit() {
+            for blob in unit.blobs().flatten() {
+                std::hint::black_box(blob.iter().map(|&b| u64::from(b)).sum::<u64>());
             }
-            Ok(None) | Err(_) => {}
+            held.push(unit.into_owned());
         }
     }
     // What a survivor runs for a dead reader, over hostile cursors, records and intents.
