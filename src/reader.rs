@@ -35,6 +35,8 @@ pub struct Reader {
 
 impl Reader {
     pub(crate) fn attach(store: Arc<Store>) -> Result<Reader> {
+        // Before our first light fence: sleepers' membarriers must reach this process.
+        crate::barrier::register();
         if store.geometry().is_mpmc() {
             let slot = crate::participants::attach_reader(&store)?;
             let first = slot % store.geometry().lanes;
@@ -84,6 +86,13 @@ impl Reader {
 
     pub(crate) fn store_arc(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// Whether no unit at or after `end` was handed out (SPSC only: an MPMC lane's next unit
+    /// may be with another reader). Called on the reader's thread (a borrowed unit is not
+    /// `Send`), so it cannot race with `try_next_unit`.
+    pub(crate) fn is_last_taken(&self, end: u64) -> bool {
+        self.mpmc.is_none() && self.next.get() == end
     }
 
     /// MPMC: the slot lease an owned unit must keep.

@@ -152,6 +152,16 @@ impl View {
     /// behind. The same fence pairs with a sleeping writer's fence in `wait_for` (tail stored,
     /// then the waiter count loaded), so wake-ups are not lost either.
     pub(crate) fn release(&self, store: &Store) {
+        self.release_with(store, false);
+    }
+
+    /// [`release`](Self::release) for a caller that knows no unit after this one was handed
+    /// out yet (an SPSC reader ending, on its own thread, the last unit it took): then nobody
+    /// can have marked the next unit, so the in-order path skips the full fence and the mark
+    /// check; only the wake-up handshake with a sleeping writer remains, and that takes the
+    /// light side of an asymmetric fence (`barrier.rs`). When the next unit is handed out
+    /// later, by this same thread, our tail store is ordered before it.
+    pub(crate) fn release_with(&self, store: &Store, next_not_taken: bool) {
         let lane = self.lane;
         let tail = &store.lane(lane).tail.0;
         let end = self.start + self.span;
@@ -165,6 +175,12 @@ impl View {
             // Release: pairs with the writer's Acquire tail load in `UnitWriter::reserve`: our
             // reads of this unit's bytes happen before the writer reuses them.
             tail.store(end, Ordering::Release);
+            if next_not_taken {
+                // Pairs with the sleeping writer's heavy barrier in `wait_for`.
+                crate::barrier::light();
+                wake_if_waiting(store, Signal::Space(lane));
+                return;
+            }
             fence(Ordering::SeqCst);
             // Acquire: pairs with the Release mark in the out-of-order path below.
             if store.record(lane, end).word.load(Ordering::Acquire) == end | RELEASED {
@@ -294,7 +310,8 @@ impl Unit<'_> {
 
 impl Drop for Unit<'_> {
     fn drop(&mut self) {
-        self.view.release(self.reader.store());
+        let next_not_taken = self.reader.is_last_taken(self.view.start + self.view.span);
+        self.view.release_with(self.reader.store(), next_not_taken);
     }
 }
 
