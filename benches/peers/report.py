@@ -32,7 +32,7 @@ TARGETS = [
     ("4 ", "throughput", "limit", 0.8),
     ("3 ", "latency median", "limit", 1 / 1.3),
     ("3 ", "latency median", "iceoryx2", 1.0),
-    ("5 ", "throughput", "crossbeam-queue ArrayQueue", 1.0),
+    ("5 ", "throughput", "crossbeam ArrayQueue", 1.0),
     ("6 ", "throughput (2 MiB)", "SPDL best", 3.0),
     ("6 ", "throughput (32 MiB)", "SPDL best", 1.5),
     ("7 ", "latency median", "pipe", 1.0),

@@ -12,6 +12,7 @@
 //!
 //! Run through `ci/bench-report.sh`, which builds this in release mode.
 
+mod mpmc_case;
 mod procs;
 mod threads;
 mod util;
@@ -251,10 +252,21 @@ fn case4(s: &Settings, out: &mut Output) {
     out.throughput(s, "4 two processes, 4 MiB units", "GB/s", &mut cs);
 }
 
-fn case5(_: &Settings, out: &mut Output) {
-    out.unavailable(
+fn case5(s: &Settings, out: &mut Output) {
+    let units = if s.quick { 1_000_000 } else { 4_000_000 };
+    let mut cs = [
+        contender("shm-arena", "ours", || {
+            per_sec(units, mpmc_case::arena(units))
+        }),
+        contender("crossbeam ArrayQueue", "peer", || {
+            per_sec(units, mpmc_case::array_queue(units))
+        }),
+    ];
+    out.throughput(
+        s,
         "5 MPMC 2 writers + 2 readers, 64 B units",
-        "shm-arena has no MPMC mode yet (issue 3)",
+        "units/s",
+        &mut cs,
     );
 }
 
