@@ -26,6 +26,7 @@ use crate::{Error, Result};
 /// # Errors
 /// [`Error::Corrupt`] if a lane's cursors or a record are impossible (and no other reader
 /// moved the cursor meanwhile, which would explain it).
+#[inline]
 pub(crate) fn try_claim(store: &Store, slot: u32, first: u32) -> Result<Option<View>> {
     let lanes = store.geometry().lanes;
     let reader = store.reader_slot(slot);
@@ -38,6 +39,7 @@ pub(crate) fn try_claim(store: &Store, slot: u32, first: u32) -> Result<Option<V
     Ok(None)
 }
 
+#[inline]
 fn claim_in_lane(
     store: &Store,
     reader: &crate::layout::ReaderSlot,

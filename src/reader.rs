@@ -63,6 +63,7 @@ impl Reader {
 
     /// MPMC: claims a unit from any lane; `Closed` once every writer detached and all lanes
     /// are drained (no /proc look-ups: dead writers are found by `next_unit`'s checks).
+    #[inline]
     fn try_claim(&self, slot: u32, first: &Cell<u32>) -> Result<Option<View>> {
         let lanes = self.store.geometry().lanes;
         if let Some(view) = crate::claim::try_claim(&self.store, slot, first.get())? {

@@ -27,6 +27,7 @@ pub(crate) struct View {
 impl View {
     /// Reads and validates the record at `start` of `lane`; `published` is the lane's head
     /// cursor, which the caller loaded with Acquire (so the record's contents are visible).
+    #[inline]
     pub(crate) fn read(store: &Store, lane: u32, start: u64, published: u64) -> Result<View> {
         let cap = store.capacity();
         let rec = store.record(lane, start);
