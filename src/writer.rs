@@ -103,7 +103,10 @@ impl Writer {
     /// Starts a unit. Blobs added to it wait for space up to the writer's timeout.
     ///
     /// # Errors
-    /// [`Error::Closed`] if the reader is gone.
+    /// [`Error::Closed`] if the reader is gone (SPSC). In MPMC mode the readers are checked
+    /// only when the writer has to wait for space (a new reader may attach at any time), so
+    /// this does not fail: [`UnitWriter::push`] reports `Closed` / `PeerGone` when the lane is
+    /// full and no reader is left.
     pub fn begin_unit(&mut self) -> Result<UnitWriter<'_>> {
         self.begin(true)
     }
@@ -111,7 +114,8 @@ impl Writer {
     /// Starts a unit whose blobs never wait: a full ring gives [`Error::WouldBlock`].
     ///
     /// # Errors
-    /// [`Error::Closed`] if the reader is gone.
+    /// As [`begin_unit`](Self::begin_unit). With every MPMC reader gone, a full lane gives
+    /// [`Error::WouldBlock`] (this never waits, so it never looks at the readers).
     pub fn try_begin_unit(&mut self) -> Result<UnitWriter<'_>> {
         self.begin(false)
     }
