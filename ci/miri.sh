@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Miri over the codec tests (tests/codec.rs: hostile envelopes, borrowing) and the heap-backed
-# model test (tests/model.rs): random single-threaded sequences, the
+# Miri over the codec tests (tests/codec.rs: hostile envelopes, borrowing), the MPMC model
+# (tests/mpmc_model.rs: a few cases of several writer and reader handles) and the heap-backed
+# SPSC model test (tests/model.rs): random single-threaded sequences, the
 # placement edge cases, and a writer / reader / ender run on three threads. It checks the ring
 # protocol's unsafe code for undefined behaviour, provenance misuse and data races.
 #
@@ -22,4 +23,4 @@ fi
 export CARGO_TARGET_DIR=target/miri
 cargo +nightly miri setup
 MIRIFLAGS="-Zmiri-strict-provenance -Zmiri-disable-weak-memory-emulation ${MIRIFLAGS:-}" \
-    cargo +nightly miri test --test model --test codec "$@"
+    cargo +nightly miri test --test model --test mpmc_model --test codec "$@"

@@ -23,8 +23,8 @@
 //!
 //! Held units are [`OwnedUnit`]s, so reader handles can be dropped while their units live on;
 //! the borrowed [`Unit`] guard is checked and ended at once. The model runs on
-//! [`Backing::Anonymous`] (heap memory) and scales its case counts down under Miri (it is not
-//! in ci/miri.sh yet). Cases: 256, or `PROPTEST_CASES`.
+//! [`Backing::Anonymous`] (heap memory) and scales its case counts down under Miri
+//! (ci/miri.sh runs it). Cases: 256, or `PROPTEST_CASES`.
 
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -952,6 +952,7 @@ fn run_child(region: &Region, role: &str) -> Option<i32> {
 /// released the first reader's live units and the writer overwrote them. Now owned units keep
 /// their slot attached: the slot cannot be taken until they are gone.
 #[test]
+#[cfg_attr(miri, ignore = "starts a child process")]
 fn takeover_keeps_units_of_a_clean_reader() {
     let region = Region::create_mpmc(4096, 1, 1).unwrap();
     let mut writer = region.writer().unwrap();
