@@ -100,13 +100,17 @@ pub struct Prefix {
     pub lanes: u32,
     /// Number of reader slots: 0 for SPSC, the reader limit for MPMC.
     pub readers: u32,
-    /// Zero.
-    pub reserved: u32,
+    /// [`FLAG_PREFAULT`]; other bits are zero.
+    pub flags: u32,
 }
+
+/// Prefix flag: every process maps the region with its pages populated up front, so no unit
+/// pays page faults on the ring's first lap.
+pub const FLAG_PREFAULT: u32 = 1;
 
 impl Prefix {
     #[cfg_attr(shm_arena_loom, allow(dead_code))]
-    pub(crate) fn new(capacity: u64, geometry: Geometry, creator_pid: u32) -> Self {
+    pub(crate) fn new(capacity: u64, geometry: Geometry, creator_pid: u32, flags: u32) -> Self {
         Prefix {
             magic: MAGIC,
             version: LAYOUT_VERSION,
@@ -116,7 +120,7 @@ impl Prefix {
             creator_pid,
             lanes: geometry.lanes,
             readers: geometry.readers,
-            reserved: 0,
+            flags,
         }
     }
 
@@ -174,6 +178,12 @@ impl Prefix {
             ));
         }
         validate_capacity(self.capacity).map_err(|e| Error::corrupt(e, 16))?;
+        if self.flags & !FLAG_PREFAULT != 0 {
+            return Err(Error::corrupt(
+                format!("unknown flags {:#x}", self.flags),
+                44,
+            ));
+        }
         let data_offset = geometry.data_offset() as u64;
         if self.data_offset != data_offset {
             return Err(Error::corrupt(

@@ -32,3 +32,43 @@ fn threads_many_laps() {
         ));
     }
 }
+
+/// This process's resident shared-memory pages, in KiB (`RssShmem` in /proc/self/status).
+fn rss_shmem_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("RssShmem:"))
+        .expect("RssShmem in /proc/self/status");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// `prefault`: the creator's mapping and any later opener's mapping have every page resident
+/// before the first unit; without it, pages come in as the ring is first written.
+#[test]
+fn prefault_populates_every_mapping() {
+    let capacity = 32u64 << 20;
+    let before = rss_shmem_kib();
+    let lazy = Region::create(capacity).unwrap();
+    let lazy_delta = rss_shmem_kib().saturating_sub(before);
+    assert!(
+        lazy_delta < 1024,
+        "{lazy_delta} KiB resident without prefault"
+    );
+
+    let before = rss_shmem_kib();
+    let eager = Region::create_with(RegionOptions::new(capacity).prefault(true)).unwrap();
+    let created = rss_shmem_kib().saturating_sub(before);
+    assert!(
+        created >= capacity / 1024,
+        "{created} KiB resident after create"
+    );
+    // A second mapping (what a child gets from `open_fd`) is populated too: the flag travels
+    // in the header.
+    let fd = eager.fd().unwrap().try_clone_to_owned().unwrap();
+    let before = rss_shmem_kib();
+    let opened = Region::open_fd(fd).unwrap();
+    let delta = rss_shmem_kib().saturating_sub(before);
+    assert!(delta >= capacity / 1024, "{delta} KiB resident after open");
+    drop((lazy, eager, opened));
+}

@@ -81,6 +81,17 @@ impl Mapped {
         })
     }
 
+    /// Writes every page of a heap region once, so later accesses take no page faults. The
+    /// buffer is already zero and the region is not shared yet: writing zeros changes nothing.
+    pub(crate) fn touch_pages(&self) {
+        let len = region_len(self.capacity, self.geometry) as usize;
+        for off in (0..len).step_by(HEADER_SIZE) {
+            // SAFETY: off < len, inside the allocation; no other handle exists yet (called
+            // right after `heap`), so the write races with nothing.
+            unsafe { self.base.as_ptr().add(off).write_volatile(0) };
+        }
+    }
+
     /// The whole region, header included.
     pub(crate) fn base(&self) -> *mut u8 {
         self.base.as_ptr()

@@ -17,6 +17,7 @@ use crate::{Error, Reader, Region, Result};
 #[derive(Debug, Clone)]
 pub struct Options {
     pub(crate) capacity: u64,
+    pub(crate) prefault: bool,
     pub(crate) initializer: Option<String>,
     pub(crate) inactivity_timeout: Duration,
     pub(crate) max_in_flight: Option<u32>,
@@ -28,6 +29,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             capacity: Options::DEFAULT_CAPACITY,
+            prefault: true,
             initializer: None,
             inactivity_timeout: Duration::from_secs(60),
             max_in_flight: None,
@@ -54,6 +56,15 @@ impl Options {
     /// of it. See [`DEFAULT_CAPACITY`](Self::DEFAULT_CAPACITY).
     pub fn capacity(mut self, bytes: u64) -> Self {
         self.capacity = bytes;
+        self
+    }
+
+    /// Whether the ring's pages are populated when the parent creates it and when the worker
+    /// maps it ([`RegionOptions::prefault`](crate::RegionOptions::prefault)), so the first lap
+    /// of items pays no page faults. Default: on (the ring is written in full within a few
+    /// items anyway).
+    pub fn prefault(mut self, prefault: bool) -> Self {
+        self.prefault = prefault;
         self
     }
 
@@ -158,7 +169,9 @@ fn spawn_from_spawner(command: Command) -> Result<Child> {
 
 /// Creates the arena and the other shared objects, and starts the worker.
 pub(crate) fn spawn(name: &str, args: &[u8], options: &Options) -> Result<Spawned> {
-    let region = Region::create(options.capacity)?;
+    let region = Region::create_with(
+        crate::RegionOptions::new(options.capacity).prefault(options.prefault),
+    )?;
     let reader = region.reader()?;
 
     let (status_read, status_write) = rustix::pipe::pipe_with(
