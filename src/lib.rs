@@ -77,7 +77,6 @@
 #![deny(unsafe_op_in_unsafe_fn, missing_docs, missing_debug_implementations)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
-mod barrier;
 mod claim;
 pub mod codec;
 mod envelope;
@@ -99,13 +98,6 @@ mod writer;
 
 pub use error::{Error, Result, Role};
 
-/// Whether this process's wake-up handshakes use the asymmetric fence pair (a compiler fence on
-/// the fast path, `membarrier` on the sleeping side) rather than a CPU fence on every commit
-/// and release. Decided when the first handle attaches.
-#[doc(hidden)]
-pub fn asymmetric_fences() -> bool {
-    barrier::asymmetric()
-}
 pub use reader::Reader;
 pub use region::{Backing, Cursors, Mode, Region, RegionOptions, REGION_FD_ENV};
 pub use unit::{unit_size, OwnedUnit, Unit};

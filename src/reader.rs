@@ -35,8 +35,6 @@ pub struct Reader {
 
 impl Reader {
     pub(crate) fn attach(store: Arc<Store>) -> Result<Reader> {
-        // Before our first light fence: sleepers' membarriers must reach this process.
-        crate::barrier::register();
         if store.geometry().is_mpmc() {
             let slot = crate::participants::attach_reader(&store)?;
             let first = slot % store.geometry().lanes;

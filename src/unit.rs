@@ -158,9 +158,8 @@ impl View {
 
     /// [`release`](Self::release) for a caller that knows no unit after this one was handed
     /// out yet (an SPSC reader ending, on its own thread, the last unit it took): then nobody
-    /// can have marked the next unit, so the in-order path skips the full fence and the mark
-    /// check; only the wake-up handshake with a sleeping writer remains, and that takes the
-    /// light side of an asymmetric fence (`barrier.rs`). When the next unit is handed out
+    /// can have marked the next unit, so the in-order path skips the mark check; only the
+    /// wake-up handshake with a sleeping writer remains. When the next unit is handed out
     /// later, by this same thread, our tail store is ordered before it.
     pub(crate) fn release_with(&self, store: &Store, next_not_taken: bool) {
         let lane = self.lane;
@@ -176,13 +175,13 @@ impl View {
             // Release: pairs with the writer's Acquire tail load in `UnitWriter::reserve`: our
             // reads of this unit's bytes happen before the writer reuses them.
             tail.store(end, Ordering::Release);
+            // SeqCst fence: pairs with a sleeping writer's fence in `wait_for` (tail stored,
+            // then the waiter count loaded) and, below, with an out-of-order releaser's fence.
+            fence(Ordering::SeqCst);
             if next_not_taken {
-                // Pairs with the sleeping writer's heavy barrier in `wait_for`.
-                crate::barrier::light();
                 wake_if_waiting(store, Signal::Space(lane));
                 return;
             }
-            fence(Ordering::SeqCst);
             // Acquire: pairs with the Release mark in the out-of-order path below.
             if store.record(lane, end).word.load(Ordering::Acquire) == end | RELEASED {
                 advance_tail(store, lane);

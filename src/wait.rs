@@ -3,15 +3,15 @@
 //! The side that makes progress calls [`notify`], which makes a wake syscall only when the
 //! matching waiter count is non-zero, so the uncontended hot path stays in user space. The
 //! sleeping side raises the count, then re-checks its condition, then sleeps on the sequence
-//! word it read before re-checking. The two fences (here and in [`wait_for`]; an asymmetric
-//! pair, see `barrier.rs`) form a Dekker pair: either the waker sees the raised count, or the
-//! waiter's re-check sees the progress. A bump of the sequence word between the waiter's read and its sleep makes the
+//! word it read before re-checking. The two SeqCst fences (here and in [`wait_for`]) form a
+//! Dekker pair: either the waker sees the raised count, or the waiter's re-check sees the
+//! progress. A bump of the sequence word between the waiter's read and its sleep makes the
 //! kernel return at once, so no wake-up is lost.
 
 use std::time::{Duration, Instant};
 
 use crate::storage::{Storage, Store};
-use crate::sync::{AtomicU32, Ordering};
+use crate::sync::{fence, AtomicU32, Ordering};
 use crate::Result;
 
 /// How often a sleeper wakes to check that its peer process is still alive.
@@ -41,11 +41,10 @@ fn words(store: &Store, signal: Signal) -> (&AtomicU32, &AtomicU32) {
 
 /// Wakes the sleepers on `signal`, if there are any. Call after publishing the progress.
 pub(crate) fn notify(store: &Store, signal: Signal) {
-    // The light side of the asymmetric fence (`barrier.rs`): pairs with the heavy side in
-    // `wait_for` between raising the waiter count and re-checking the condition (Dekker): the
-    // progress stored before this is seen by that re-check, or the raised count is seen by
-    // the load in `wake_if_waiting`.
-    crate::barrier::light();
+    // SeqCst fence: pairs with the fence in `wait_for` between raising the waiter count and
+    // re-checking the condition (Dekker): the progress stored before this fence is seen by
+    // that re-check, or the raised count is seen by the load in `wake_if_waiting`.
+    fence(Ordering::SeqCst);
     wake_if_waiting(store, signal);
 }
 
@@ -112,9 +111,9 @@ pub(crate) fn wait_for<T>(
         }
         let slice = deadline.map_or(PEER_CHECK_INTERVAL, |d| (d - now).min(PEER_CHECK_INTERVAL));
         waiters.fetch_add(1, Ordering::Relaxed);
-        // The heavy side of the asymmetric fence: pairs with `notify` / the light barrier of
-        // an in-order release, and with the full fences of the other release paths.
-        crate::barrier::heavy();
+        // SeqCst fence: pairs with the fence in `notify` (see the module docs) and the fences
+        // of the release paths.
+        fence(Ordering::SeqCst);
         // Acquire: pairs with the Release bump in `notify`.
         let seen = seq.load(Ordering::Acquire);
         let polled = poll();

@@ -42,8 +42,6 @@ pub struct Writer {
 
 impl Writer {
     pub(crate) fn attach(store: Arc<Store>) -> Result<Writer> {
-        // Before our first light fence: sleepers' membarriers must reach this process.
-        crate::barrier::register();
         let lane = if store.geometry().is_mpmc() {
             crate::participants::attach_writer(&store)?
         } else {
