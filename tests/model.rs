@@ -15,6 +15,8 @@
 //! Everything runs on [`Backing::Anonymous`] (heap memory), so Miri runs this file too
 //! (`ci/miri.sh`), with the case counts scaled down.
 
+mod common;
+
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::mpsc;
@@ -25,47 +27,10 @@ use proptest::sample::Index;
 use proptest::test_runner::FileFailurePersistence;
 use shm_arena::{Backing, Error, OwnedUnit, Reader, Region, RegionOptions, Unit, Writer};
 
-/// Size of a unit record, and the alignment of records, blobs and tables.
-const ALIGN: u64 = 64;
-/// Blob descriptors kept inside the record; more need a table.
-const INLINE_BLOBS: usize = 2;
-/// Bytes per descriptor in a table.
-const DESCRIPTOR: u64 = 16;
 /// Bytes before the ring in a region.
 const HEADER: usize = 4096;
 
-fn align_up(n: u64) -> u64 {
-    n.div_ceil(ALIGN) * ALIGN
-}
-
-/// 0, 1, ..., 255, 0, 1, ..., 255: any 256 consecutive bytes of it count up from some value.
-const COUNTING: [u8; 512] = {
-    let mut bytes = [0u8; 512];
-    let mut i = 0;
-    while i < 512 {
-        bytes[i] = i as u8;
-        i += 1;
-    }
-    bytes
-};
-
-/// Contents of blob `blob` of the `unit`-th write attempt (aborted ones included), so that
-/// bytes left over from another unit or another blob are told apart from the right ones.
-///
-/// Byte `j` is `seed + j + 13 * (j / 256)` (mod 256), built from slices of a counting sequence
-/// so that Miri copies instead of interpreting a loop per byte.
-fn pattern(unit: u64, blob: usize, len: usize) -> Vec<u8> {
-    let seed = (unit as u8).wrapping_mul(97) ^ ((unit >> 8) as u8) ^ (blob as u8).wrapping_mul(29);
-    let mut bytes = Vec::with_capacity(len);
-    let mut chunk = 0u8;
-    while bytes.len() < len {
-        let from = usize::from(seed.wrapping_add(chunk.wrapping_mul(13)));
-        let n = (len - bytes.len()).min(256);
-        bytes.extend_from_slice(&COUNTING[from..from + n]);
-        chunk = chunk.wrapping_add(1);
-    }
-    bytes
-}
+use common::placement::{align_up, pattern, ALIGN, DESCRIPTOR, INLINE_BLOBS};
 
 /// A unit the model expects in the ring.
 #[derive(Debug, Clone)]

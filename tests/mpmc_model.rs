@@ -26,6 +26,8 @@
 //! [`Backing::Anonymous`] (heap memory) and scales its case counts down under Miri
 //! (ci/miri.sh runs it). Cases: 256, or `PROPTEST_CASES`.
 
+mod common;
+
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -37,43 +39,7 @@ use shm_arena::{
     Backing, Error, Mode, OwnedUnit, Reader, Region, RegionOptions, Role, Unit, Writer,
 };
 
-/// Size of a unit record, and the alignment of records, blobs and tables.
-const ALIGN: u64 = 64;
-/// Blob descriptors kept inside the record; more need a table.
-const INLINE_BLOBS: usize = 2;
-/// Bytes per descriptor in a table.
-const DESCRIPTOR: u64 = 16;
-
-fn align_up(n: u64) -> u64 {
-    n.div_ceil(ALIGN) * ALIGN
-}
-
-/// 0, 1, ..., 255, 0, 1, ..., 255: any 256 consecutive bytes of it count up from some value.
-const COUNTING: [u8; 512] = {
-    let mut bytes = [0u8; 512];
-    let mut i = 0;
-    while i < 512 {
-        bytes[i] = i as u8;
-        i += 1;
-    }
-    bytes
-};
-
-/// Contents of blob `blob` of the `unit`-th write attempt (aborted ones and every lane
-/// included), so that bytes left over from another unit, blob or lane are told apart from the
-/// right ones. Built from slices of a counting sequence: cheap in debug builds and under Miri.
-fn pattern(unit: u64, blob: usize, len: usize) -> Vec<u8> {
-    let seed = (unit as u8).wrapping_mul(97) ^ ((unit >> 8) as u8) ^ (blob as u8).wrapping_mul(29);
-    let mut bytes = Vec::with_capacity(len);
-    let mut chunk = 0u8;
-    while bytes.len() < len {
-        let from = usize::from(seed.wrapping_add(chunk.wrapping_mul(13)));
-        let n = (len - bytes.len()).min(256);
-        bytes.extend_from_slice(&COUNTING[from..from + n]);
-        chunk = chunk.wrapping_add(1);
-    }
-    bytes
-}
+use common::placement::{align_up, pattern, ALIGN, DESCRIPTOR, INLINE_BLOBS};
 
 /// A committed unit as the model expects it.
 #[derive(Debug, Clone)]

@@ -1,0 +1,6 @@
+//! Helpers shared by several test files (each `mod common;` compiles its own copy, and not
+//! every file uses every item).
+#![allow(dead_code)]
+
+pub mod placement;
+pub mod rng;
