@@ -30,7 +30,9 @@ use shm_arena::{Backing, Error, OwnedUnit, Reader, Region, RegionOptions, Unit, 
 /// Bytes before the ring in a region.
 const HEADER: usize = 4096;
 
-use common::placement::{align_up, pattern, ALIGN, DESCRIPTOR, INLINE_BLOBS};
+use common::placement::{
+    align_up, pattern, predict, Outcome, Pending, ALIGN, DESCRIPTOR, INLINE_BLOBS,
+};
 
 /// A unit the model expects in the ring.
 #[derive(Debug, Clone)]
@@ -39,47 +41,6 @@ struct Expected {
     span: u64,
     /// (position, contents) of each blob.
     blobs: Vec<(u64, Vec<u8>)>,
-}
-
-/// The model of a unit being written.
-struct Pending {
-    /// Next free position.
-    cursor: u64,
-    /// Bytes counted against the unit limit: record and aligned blobs, no skipped bytes.
-    used: u64,
-    blobs: Vec<(u64, Vec<u8>)>,
-}
-
-/// What the model says an allocation of one blob (or the table) must do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    /// Succeeds at this position.
-    Placed(u64),
-    /// Fails at once: the unit would need `requested` bytes, over the limit.
-    TooLarge { requested: u64 },
-    /// Fails: not enough free space before the tail (non-blocking writer).
-    Full,
-}
-
-/// The placement rule: where `len` more bytes of a unit go, and whether they fit.
-fn predict(cap: u64, tail: u64, unit: &Pending, len: u64) -> Outcome {
-    let size = align_up(len);
-    let used = unit.used + size;
-    if used > cap / 2 {
-        return Outcome::TooLarge { requested: used };
-    }
-    let phys = unit.cursor % cap;
-    let pos = if size > 0 && phys + size > cap {
-        unit.cursor + (cap - phys)
-    } else {
-        unit.cursor
-    };
-    // Free space is what lies before the tail's position one lap on; skipped bytes count.
-    if pos + size - tail > cap {
-        Outcome::Full
-    } else {
-        Outcome::Placed(pos)
-    }
 }
 
 /// A unit the test holds, in either of the two forms a reader hands out.
