@@ -83,6 +83,10 @@ pub(crate) fn wait_for<T>(
     #[cfg(not(shm_arena_loom))]
     let backoff = crossbeam_utils::Backoff::new();
     let mut next_peer_check = started + PEER_CHECK_INTERVAL;
+    // Under loom every peer is alive, and a check that ran or not depending on wall-clock time
+    // would make an execution's atomics depend on how fast loom ran it: loom then fails with
+    // "unexpected exploration state" (a long bound-2 search hit that). So never check there.
+    let check_peers_now = |now: Instant, next: Instant| !cfg!(shm_arena_loom) && now >= next;
     loop {
         if let Some(v) = poll()? {
             return Ok(v);
@@ -99,7 +103,7 @@ pub(crate) fn wait_for<T>(
                 waited: now - started,
             });
         }
-        if now >= next_peer_check {
+        if check_peers_now(now, next_peer_check) {
             if let Err(gone) = check_peers() {
                 // The peer may have made progress just before dying: deliver that first.
                 return match poll()? {
