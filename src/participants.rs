@@ -229,8 +229,9 @@ fn reap_slot_everywhere(store: &Store, slot: u32) -> Result<()> {
             return Ok(());
         }
         if started.elapsed() > crate::wait::PEER_CHECK_INTERVAL * 10 {
-            // Give the slot back (as detached): the next attach retries the clean-up.
-            detach(&store.reader_slot(slot).owner);
+            // Leave the slot as it is: attached, still naming the dead process (we have not
+            // written our pid yet), so the next attach or a blocked writer cleans up again.
+            // Marking it detached would let a later reader inherit the dead reader's tags.
             return Err(Error::Timeout {
                 what: "releasing the units of a dead reader",
                 waited: started.elapsed(),
