@@ -102,8 +102,9 @@ impl Reader {
     /// The next committed unit, if there is one now. Never blocks.
     ///
     /// # Errors
-    /// [`Error::Closed`] once the writer closed the ring and every committed unit was taken;
-    /// [`Error::Corrupt`] if the next record is impossible (the reader does not move past it).
+    /// [`Error::Closed`] once the writer closed the ring (MPMC: every writer that attached was
+    /// dropped) and every committed unit was taken; [`Error::Corrupt`] if the next record is
+    /// impossible (the reader does not move past it).
     pub fn try_next_unit(&self) -> Result<Option<Unit<'_>>> {
         if let Some((lease, first)) = &self.mpmc {
             return Ok(self
