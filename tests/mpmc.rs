@@ -223,3 +223,54 @@ fn closing_both_ways() {
     };
     assert!(matches!(err, Error::Closed(Role::Reader)), "{err}");
 }
+
+/// Values through an MPMC region: `send` from two writers, `decode` by two readers, leaves
+/// borrowed from the unit (no copy out), each value decoded by exactly one reader.
+#[test]
+fn values_through_mpmc() {
+    use shm_arena::codec::Bytes;
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Value<'a> {
+        writer: u32,
+        seq: u32,
+        #[serde(borrow)]
+        payload: Bytes<'a>,
+    }
+    // Lanes large enough for all 20 values of a writer: they are written before any is read.
+    let region = region(1 << 18, 2, 2);
+    let readers = [region.reader().unwrap(), region.reader().unwrap()];
+    let writers = [region.writer().unwrap(), region.writer().unwrap()];
+    for mut writer in writers {
+        writer.set_timeout(Some(WAIT));
+        let w = writer.lane();
+        for seq in 0..20u32 {
+            let payload = vec![(w * 50 + seq) as u8; 5000];
+            writer
+                .send(&Value {
+                    writer: w,
+                    seq,
+                    payload: Bytes::from(&payload[..]),
+                })
+                .unwrap();
+        }
+    }
+    let mut seen = HashSet::new();
+    for i in 0..40 {
+        let unit = readers[i % 2].next_unit(WAIT).unwrap();
+        let value: Value<'_> = unit.decode().unwrap();
+        let bytes: &[u8] = &value.payload;
+        assert_eq!(
+            bytes,
+            &vec![(value.writer * 50 + value.seq) as u8; 5000][..]
+        );
+        // Offloaded as blob 0, borrowed straight from shared memory.
+        assert_eq!(bytes.as_ptr(), unit.blob(0).unwrap().as_ptr());
+        assert_eq!(value.writer, unit.lane());
+        assert!(seen.insert((value.writer, value.seq)), "decoded twice");
+    }
+    assert_eq!(seen.len(), 40);
+    assert!(matches!(
+        readers[0].try_next_unit(),
+        Err(Error::Closed(Role::Writer))
+    ));
+}
