@@ -24,7 +24,6 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::sample::Index;
-use proptest::test_runner::FileFailurePersistence;
 use shm_arena::{Backing, Error, OwnedUnit, Reader, Region, RegionOptions, Unit, Writer};
 
 /// Bytes before the ring in a region.
@@ -419,23 +418,7 @@ fn scenario() -> impl Strategy<Value = (u64, Vec<Op>)> {
 }
 
 fn config() -> ProptestConfig {
-    if cfg!(miri) {
-        // No file system under Miri's isolation: no regression files either.
-        ProptestConfig {
-            cases: 4,
-            failure_persistence: None,
-            ..ProptestConfig::default()
-        }
-    } else {
-        // Cases: 256, or PROPTEST_CASES for a longer run.
-        ProptestConfig {
-            // Integration tests have no lib.rs beside them for the default location.
-            failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
-                "proptest-regressions/model.txt",
-            ))),
-            ..ProptestConfig::default()
-        }
-    }
+    common::config::proptest_config("proptest-regressions/model.txt")
 }
 
 fn anonymous(cap: u64) -> Region {

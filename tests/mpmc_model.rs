@@ -34,7 +34,6 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::sample::Index;
-use proptest::test_runner::FileFailurePersistence;
 use shm_arena::{
     Backing, Error, Mode, OwnedUnit, Reader, Region, RegionOptions, Role, Unit, Writer,
 };
@@ -737,23 +736,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
 }
 
 fn config() -> ProptestConfig {
-    if cfg!(miri) {
-        // No file system under Miri's isolation: no regression files either.
-        ProptestConfig {
-            cases: 4,
-            failure_persistence: None,
-            ..ProptestConfig::default()
-        }
-    } else {
-        // Cases: 256, or PROPTEST_CASES for a longer run.
-        ProptestConfig {
-            // Integration tests have no lib.rs beside them for the default location.
-            failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
-                "proptest-regressions/mpmc_model.txt",
-            ))),
-            ..ProptestConfig::default()
-        }
-    }
+    common::config::proptest_config("proptest-regressions/mpmc_model.txt")
 }
 
 fn run(s: &Scenario) {

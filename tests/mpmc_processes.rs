@@ -26,7 +26,7 @@ mod common;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -346,24 +346,7 @@ struct ChildGuard {
 impl ChildGuard {
     /// Starts this test binary as a child playing `role`, sharing `region` with it.
     fn spawn(name: String, role: &str, region: &Region, env: &[(&str, String)]) -> ChildGuard {
-        let exe = std::env::current_exe().expect("path of the test binary");
-        let mut command = Command::new(exe);
-        command
-            .args([
-                "--ignored",
-                "--exact",
-                "child_main",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(ROLE_ENV, role)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        region.share_with_child(&mut command).unwrap();
+        let mut command = common::child::command(ROLE_ENV, role, region, env, Stdio::piped());
         let mut child = command.spawn().expect("spawning a child process");
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().unwrap();

@@ -16,7 +16,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -86,24 +86,7 @@ struct ChildGuard {
 impl ChildGuard {
     /// Starts this test binary as a child playing `role`, sharing `region` with it.
     fn spawn(role: &str, region: &Region, env: &[(&str, String)]) -> ChildGuard {
-        let exe = std::env::current_exe().expect("path of the test binary");
-        let mut command = Command::new(exe);
-        command
-            .args([
-                "--ignored",
-                "--exact",
-                "child_main",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(ROLE_ENV, role)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        region.share_with_child(&mut command).unwrap();
+        let mut command = common::child::command(ROLE_ENV, role, region, env, Stdio::null());
         let mut child = command.spawn().expect("spawning a child process");
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();

@@ -2,5 +2,7 @@
 //! every file uses every item).
 #![allow(dead_code)]
 
+pub mod child;
+pub mod config;
 pub mod placement;
 pub mod rng;
