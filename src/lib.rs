@@ -61,7 +61,8 @@
 //!   reader taking over a dead reader's slot does the same for every lane. A reader's
 //!   [`OwnedUnit`]s keep its slot attached, even after the [`Reader`] is dropped.
 //! - **Cost.** The region has `writers` rings of `capacity` bytes each. Per unit, a reader pays
-//!   one CAS and two stores on its slot and the record besides the SPSC work.
+//!   one CAS on the lane's claim cursor, two stores to its own slot and one to the unit's
+//!   record besides the SPSC work; writers pay nothing extra.
 //!
 //! # Guarantees
 //!
