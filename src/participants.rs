@@ -381,3 +381,162 @@ pub(crate) fn check_writers(store: &Store, check_pid: bool) -> Result<()> {
         (true, None) => Err(Error::Closed(Role::Writer)),
     }
 }
+
+/// The clean-up rules, case by case, on states a dying reader can leave behind (set up by
+/// hand: a real death lands in one of them at random, see tests/mpmc_processes.rs).
+#[cfg(all(test, not(shm_arena_loom), not(miri)))]
+mod tests {
+    use super::*;
+    use crate::{Backing, Region, RegionOptions};
+
+    /// A pid no process has: above the kernel's pid limit (at most 2^22).
+    const DEAD_PID: u64 = (1 << 22) + 12345;
+
+    /// One lane, two reader slots; two committed units; returns (region, unit positions).
+    fn setup() -> (Region, crate::Writer, [u64; 2]) {
+        let region = Region::create_with(
+            RegionOptions::new(4096)
+                .mpmc(1, 2)
+                .backing(Backing::Anonymous),
+        )
+        .unwrap();
+        let mut writer = region.writer().unwrap();
+        writer.write_unit(&[&[1; 100]]).unwrap();
+        writer.write_unit(&[&[2; 100]]).unwrap();
+        (region, writer, [0, 192])
+    }
+
+    /// Marks slot `slot` attached by a process that does not exist.
+    fn dead(store: &Store, slot: u32) {
+        let owner = &store.reader_slot(slot).owner;
+        owner.state.store(SLOT_ATTACHED, Ordering::Relaxed);
+        owner.pid.store(DEAD_PID, Ordering::Relaxed);
+    }
+
+    /// Marks slot `slot` attached by this (live) process.
+    fn live(store: &Store, slot: u32) {
+        let owner = &store.reader_slot(slot).owner;
+        owner.state.store(SLOT_ATTACHED, Ordering::Relaxed);
+        owner
+            .pid
+            .store(u64::from(std::process::id()), Ordering::Relaxed);
+    }
+
+    /// Moves the claim cursor past the first unit, as a reader's CAS would.
+    fn claim_first(store: &Store) {
+        store.lane(0).claim.0.store(192, Ordering::Relaxed);
+    }
+
+    fn word(store: &Store, pos: u64) -> u64 {
+        store.record(0, pos).word.load(Ordering::Relaxed)
+    }
+
+    #[test]
+    fn tagged_unit_of_a_dead_reader_is_released() {
+        let (region, _writer, [first, _]) = setup();
+        let store = region.store();
+        dead(store, 0);
+        claim_first(store);
+        store
+            .record(0, first)
+            .word
+            .store(first | CLAIMED_BASE, Ordering::Relaxed);
+        assert!(reap_lane(store, 0, 0));
+        assert_eq!(store.lane(0).tail.0.load(Ordering::Relaxed), 192);
+    }
+
+    #[test]
+    fn tagged_unit_of_another_reader_is_kept() {
+        let (region, _writer, [first, _]) = setup();
+        let store = region.store();
+        dead(store, 0);
+        live(store, 1);
+        claim_first(store);
+        let tagged = first | (CLAIMED_BASE + 1);
+        store.record(0, first).word.store(tagged, Ordering::Relaxed);
+        assert!(reap_lane(store, 0, 0));
+        assert_eq!(word(store, first), tagged);
+        assert_eq!(store.lane(0).tail.0.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn untagged_unit_named_only_by_the_dead_readers_intent_is_released() {
+        let (region, _writer, [first, _]) = setup();
+        let store = region.store();
+        dead(store, 0);
+        claim_first(store);
+        // Died between the claim CAS and the tag.
+        store
+            .reader_slot(0)
+            .intent
+            .store(first | 1, Ordering::Relaxed);
+        assert!(reap_lane(store, 0, 0));
+        assert_eq!(word(store, first), first | RELEASED);
+        assert_eq!(store.lane(0).tail.0.load(Ordering::Relaxed), 192);
+    }
+
+    #[test]
+    fn untagged_unit_also_named_by_a_live_reader_waits() {
+        let (region, _writer, [first, _]) = setup();
+        let store = region.store();
+        dead(store, 0);
+        live(store, 1);
+        claim_first(store);
+        // Both published the same intent; the live one may have won and not tagged yet.
+        store
+            .reader_slot(0)
+            .intent
+            .store(first | 1, Ordering::Relaxed);
+        store
+            .reader_slot(1)
+            .intent
+            .store(first | 1, Ordering::Relaxed);
+        assert!(!reap_lane(store, 0, 0), "must ask to look again");
+        assert_eq!(word(store, first), first | COMMITTED);
+        // The live reader tags it (it had won): now the dead one's intent releases nothing.
+        store
+            .record(0, first)
+            .word
+            .store(first | (CLAIMED_BASE + 1), Ordering::Relaxed);
+        store.reader_slot(1).intent.store(0, Ordering::Relaxed);
+        assert!(reap_lane(store, 0, 0));
+        assert_eq!(word(store, first), first | (CLAIMED_BASE + 1));
+        assert_eq!(store.lane(0).tail.0.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn unclaimed_units_are_never_touched() {
+        let (region, _writer, [first, second]) = setup();
+        let store = region.store();
+        dead(store, 0);
+        // Intent on the second unit, which nobody claimed (claim cursor still at the first).
+        store
+            .reader_slot(0)
+            .intent
+            .store(second | 1, Ordering::Relaxed);
+        assert!(reap_lane(store, 0, 0));
+        assert_eq!(word(store, first), first | COMMITTED);
+        assert_eq!(word(store, second), second | COMMITTED);
+    }
+
+    #[test]
+    fn a_dead_reader_blocks_no_writer() {
+        let (region, _writer, [first, _]) = setup();
+        let store = region.store();
+        dead(store, 0);
+        claim_first(store);
+        store
+            .record(0, first)
+            .word
+            .store(first | CLAIMED_BASE, Ordering::Relaxed);
+        // The only reader is dead: the writer's check releases its unit, then reports it.
+        assert!(matches!(
+            check_readers(store, 0, true),
+            Err(Error::PeerGone {
+                role: Role::Reader,
+                ..
+            })
+        ));
+        assert_eq!(store.lane(0).tail.0.load(Ordering::Relaxed), 192);
+    }
+}
