@@ -131,7 +131,6 @@ pub(crate) fn attach_writer(store: &Store) -> Result<u32> {
                 continue;
             }
             if attach(owner).is_some() {
-                owner.pid.store(0, Ordering::Relaxed);
                 set_pid(owner);
                 return Ok(lane);
             }
@@ -169,7 +168,6 @@ pub(crate) fn attach_reader(store: &Store) -> Result<u32> {
                 // The dead holder's tag is ours now: release its units before we tag any.
                 reap_slot_everywhere(store, slot)?;
             }
-            owner.pid.store(0, Ordering::Relaxed);
             // Relaxed: nothing reads our intent before we publish one with a CAS after it.
             store.reader_slot(slot).intent.store(0, Ordering::Relaxed);
             set_pid(owner);

@@ -26,6 +26,8 @@ pub(crate) struct Mapped {
     base: NonNull<u8>,
     capacity: u64,
     geometry: Geometry,
+    /// `geometry.data_offset()`, computed once: every ring access adds it.
+    data_offset: usize,
     keep: Keep,
     /// A POSIX shared-memory name to unlink when the last handle goes (the creator's only).
     unlink: Option<String>,
@@ -53,6 +55,7 @@ impl Mapped {
             base,
             capacity,
             geometry,
+            data_offset: geometry.data_offset(),
             keep: Keep::Map(map),
             unlink,
         }
@@ -76,6 +79,7 @@ impl Mapped {
             base,
             capacity,
             geometry,
+            data_offset: geometry.data_offset(),
             keep: Keep::Heap(layout),
             unlink: None,
         })
@@ -100,7 +104,7 @@ impl Mapped {
     /// Start of `lane`'s ring.
     fn ring(&self, lane: u32) -> *mut u8 {
         assert!(lane < self.geometry.lanes, "lane {lane} out of range");
-        let off = self.geometry.data_offset() + lane as usize * self.capacity as usize;
+        let off = self.data_offset + lane as usize * self.capacity as usize;
         // SAFETY: the region is data_offset + lanes * capacity bytes long and lane < lanes.
         unsafe { self.base.as_ptr().add(off) }
     }
