@@ -89,6 +89,7 @@ mod participants;
 mod peer;
 mod reader;
 mod region;
+mod spin;
 mod storage;
 mod sync;
 mod unit;

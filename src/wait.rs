@@ -1,4 +1,5 @@
-//! Blocking: a short spin, then a process-shared futex in the header, with deadlines.
+//! Blocking: a spin of adaptive length ([`crate::spin`]), then a process-shared futex in the
+//! header, with deadlines.
 //!
 //! The side that makes progress calls [`notify`], which makes a wake syscall only when the
 //! matching waiter count is non-zero, so the uncontended hot path stays in user space. The
@@ -10,12 +11,16 @@
 
 use std::time::{Duration, Instant};
 
+use crate::spin::SpinBudget;
 use crate::storage::{Storage, Store};
 use crate::sync::{fence, AtomicU32, Ordering};
 use crate::Result;
 
 /// How often a sleeper wakes to check that its peer process is still alive.
 pub(crate) const PEER_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Polls between two reads of the clock while spinning.
+const MAX_SPINS_PER_CLOCK: u32 = 8;
 
 /// Which condition a waiter sleeps on.
 #[derive(Debug, Clone, Copy)]
@@ -64,7 +69,8 @@ pub(crate) fn deadline_after(timeout: Option<Duration>) -> Option<Instant> {
     timeout.and_then(|t| Instant::now().checked_add(t))
 }
 
-/// Polls until `poll` yields a value or an error, sleeping on `signal` in between.
+/// Polls until `poll` yields a value or an error, spinning for up to `spin`'s budget, then
+/// sleeping on `signal` in between.
 ///
 /// `poll` must return `Ok(None)` only while the condition does not hold. While sleeping,
 /// `check_peers` runs every [`PEER_CHECK_INTERVAL`] (it looks for dead peers, and may clean up
@@ -73,6 +79,7 @@ pub(crate) fn deadline_after(timeout: Option<Duration>) -> Option<Instant> {
 pub(crate) fn wait_for<T>(
     store: &Store,
     signal: Signal,
+    spin: &SpinBudget,
     deadline: Option<Instant>,
     what: &'static str,
     mut check_peers: impl FnMut() -> Result<()>,
@@ -80,8 +87,19 @@ pub(crate) fn wait_for<T>(
 ) -> Result<T> {
     let started = Instant::now();
     let (seq, waiters) = words(store, signal);
-    #[cfg(not(shm_arena_loom))]
-    let backoff = crossbeam_utils::Backoff::new();
+    // Under loom a spin is just more of the same interleavings: go straight to the futex.
+    let spin_limit = if cfg!(shm_arena_loom) {
+        Duration::ZERO
+    } else {
+        spin.limit()
+    };
+    let mut slept = false;
+    // Polls since the clock was last read (a zero budget skips the spin altogether).
+    let mut spins = if spin_limit.is_zero() {
+        MAX_SPINS_PER_CLOCK
+    } else {
+        0
+    };
     let mut next_peer_check = started + PEER_CHECK_INTERVAL;
     // Under loom every peer is alive, and a check that ran or not depending on wall-clock time
     // would make an execution's atomics depend on how fast loom ran it: loom then fails with
@@ -89,13 +107,18 @@ pub(crate) fn wait_for<T>(
     let check_peers_now = |now: Instant, next: Instant| !cfg!(shm_arena_loom) && now >= next;
     loop {
         if let Some(v) = poll()? {
+            spin.learn(started.elapsed(), slept);
             return Ok(v);
         }
-        #[cfg(not(shm_arena_loom))]
-        if !backoff.is_completed() {
-            backoff.snooze();
+        if !slept && spins < MAX_SPINS_PER_CLOCK {
+            // Between clock reads only a PAUSE: each poll that finds nothing adds its loop's
+            // time to the latency of the one that finds the unit (PAUSE is ~10 ns here, a clock
+            // read ~20 ns).
+            spins += 1;
+            std::hint::spin_loop();
             continue;
         }
+        spins = 0;
         let now = Instant::now();
         if deadline.is_some_and(|d| now >= d) {
             return Err(crate::Error::Timeout {
@@ -103,6 +126,11 @@ pub(crate) fn wait_for<T>(
                 waited: now - started,
             });
         }
+        if !slept && now - started < spin_limit {
+            continue;
+        }
+        // From here on the clock is read on every round (each one sleeps).
+        spins = MAX_SPINS_PER_CLOCK;
         if check_peers_now(now, next_peer_check) {
             if let Err(gone) = check_peers() {
                 // The peer may have made progress just before dying: deliver that first.
@@ -123,9 +151,11 @@ pub(crate) fn wait_for<T>(
         let polled = poll();
         if matches!(polled, Ok(None)) {
             store.futex_wait(seq, seen, Some(slice));
+            slept = true;
         }
         waiters.fetch_sub(1, Ordering::Relaxed);
         if let Some(v) = polled? {
+            spin.learn(started.elapsed(), slept);
             return Ok(v);
         }
     }

@@ -8,6 +8,7 @@ use crate::layout::{
     align_up, BLOB_ALIGN, COMMITTED, DESCRIPTOR_SIZE, INLINE_BLOBS, READER_CLOSED, RECORD_SIZE,
     WRITER_CLOSED,
 };
+use crate::spin::SpinBudget;
 use crate::storage::{Storage, Store};
 use crate::sync::{Arc, Ordering};
 use crate::wait::{deadline_after, notify, wait_for, Signal};
@@ -32,6 +33,8 @@ pub struct Writer {
     tail_cache: u64,
     /// How long one wait for space may take; `None`: no limit.
     timeout: Option<Duration>,
+    /// How long a wait for space spins before it sleeps (adapts to how long waits turn out).
+    spin: SpinBudget,
     /// Blob descriptors (offset from the unit's start, length) of the unit being written.
     descriptors: Vec<(u64, u64)>,
     /// Scratch buffer for `send`'s envelope, kept to avoid an allocation per unit.
@@ -63,6 +66,7 @@ impl Writer {
             head,
             tail_cache: tail,
             timeout: None,
+            spin: SpinBudget::default(),
             descriptors: Vec::new(),
             envelope: Vec::new(),
             encode_options: crate::codec::EncodeOptions::default(),
@@ -303,6 +307,7 @@ impl UnitWriter<'_> {
         wait_for(
             store,
             Signal::Space(lane),
+            &writer.spin,
             deadline_after(writer.timeout),
             "space in the ring",
             || {

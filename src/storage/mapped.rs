@@ -5,7 +5,7 @@ use std::ptr::NonNull;
 use std::time::Duration;
 
 use crate::layout::{
-    Geometry, Lane, ReaderSlot, Record, Shared, HEADER_SIZE, LANES_OFFSET, RECORD_SIZE,
+    Geometry, Lane, ReaderSlot, Record, Shared, BLOB_ALIGN, HEADER_SIZE, LANES_OFFSET, RECORD_SIZE,
     SHARED_OFFSET,
 };
 use crate::storage::Storage;
@@ -187,6 +187,27 @@ impl Storage for Mapped {
 
     fn bytes_for_read(&self, lane: u32, pos: u64, len: u64) -> *const u8 {
         self.bytes_for_write(lane, pos, len)
+    }
+
+    #[inline]
+    fn prefetch(&self, lane: u32, pos: u64, len: u64) {
+        #[cfg(all(target_arch = "x86_64", not(miri)))]
+        {
+            let off = pos & (self.capacity - 1);
+            let end = (off + len).min(self.capacity);
+            let ring = self.ring(lane);
+            for line in (off..end).step_by(BLOB_ALIGN as usize) {
+                // SAFETY: line < capacity, so the address lies inside the lane's ring; a
+                // prefetch reads nothing architecturally and cannot fault.
+                unsafe {
+                    std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                        ring.add(line as usize).cast::<i8>(),
+                    );
+                }
+            }
+        }
+        #[cfg(not(all(target_arch = "x86_64", not(miri))))]
+        let _ = (lane, pos, len);
     }
 
     fn futex_wait(&self, word: &AtomicU32, expected: u32, timeout: Option<Duration>) {

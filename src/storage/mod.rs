@@ -44,6 +44,9 @@ pub(crate) trait Storage: Send + Sync + 'static {
     fn bytes_for_write(&self, lane: u32, pos: u64, len: u64) -> *mut u8;
     /// Pointer to `len` bytes of `lane`'s ring at position `pos`, for a reader.
     fn bytes_for_read(&self, lane: u32, pos: u64, len: u64) -> *const u8;
+    /// Hints that `lane`'s ring bytes from `pos` on, up to `len` of them (stopping at the
+    /// ring's end), are about to be read. Never faults, never changes memory: a no-op is fine.
+    fn prefetch(&self, _lane: u32, _pos: u64, _len: u64) {}
     /// Sleeps while `word` holds `expected`, at most `timeout`; may return spuriously.
     fn futex_wait(&self, word: &AtomicU32, expected: u32, timeout: Option<Duration>);
     /// Wakes every sleeper on `word`.
