@@ -64,6 +64,9 @@ fn claim_in_lane(
                 claim,
             ))
         } else {
+            // The record and the blob lines after it, fetched together rather than the blob's
+            // after the record's (as the SPSC reader does: `READ_AHEAD`).
+            store.prefetch(lane, claim, (head - claim).min(crate::reader::READ_AHEAD));
             View::read(store, lane, claim, head)
         };
         let view = match read {

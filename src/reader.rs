@@ -20,7 +20,7 @@ const PREFETCH_BYTES: u64 = RECORD_SIZE + BLOB_ALIGN;
 /// 64 B (record + blob). Measured (case 1, 64 B units): 256 and 512 bytes took the stream from
 /// 6.5 to 10-11.5 M units/s; 1-2 KiB helped less; prefetching for ownership on the writer's
 /// side (PREFETCHW ahead of the head) made it slower (6 M), so the writer does not.
-const READ_AHEAD: u64 = 256;
+pub(crate) const READ_AHEAD: u64 = 256;
 
 /// A reader: the single reader of an SPSC ring, or one of an MPMC region's readers.
 ///
