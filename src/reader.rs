@@ -174,9 +174,10 @@ impl Reader {
 
     /// The next committed unit, waiting at most `timeout` for one.
     ///
-    /// Spins briefly, then sleeps on a futex in the region's header; a writer that commits wakes
-    /// it. While sleeping it checks every 100 ms that the writer's process is alive (in MPMC:
-    /// that some writer is attached and alive).
+    /// Spins briefly (for a budget that adapts to how long this reader's waits are), then
+    /// sleeps on a futex in the region's header; a writer that commits wakes it. While
+    /// sleeping it checks every 100 ms that the writer's process is alive (in MPMC: that some
+    /// writer is attached and alive).
     ///
     /// # Errors
     /// [`Error::Timeout`] after `timeout`; [`Error::Closed`] when the writer closed the ring and
