@@ -72,3 +72,54 @@ fn prefault_populates_every_mapping() {
     assert!(delta >= capacity / 1024, "{delta} KiB resident after open");
     drop((lazy, eager, opened));
 }
+
+/// CPU time this thread has used.
+fn thread_cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// A blocked side sleeps: its spin budget is bounded (50 µs) and shrinks with long waits, so
+/// a reader waiting 300 ms for a unit, and then a writer waiting 300 ms for space, use little
+/// CPU. (A spin without a bound, or a budget that grew without limit, would use ~300 ms each.)
+#[test]
+fn blocked_sides_sleep_instead_of_spinning() {
+    let region = Region::create(64 << 10).expect("region");
+    let mut writer = region.writer().expect("writer");
+    let reader = region.reader().expect("reader");
+
+    let before = thread_cpu_time();
+    for _ in 0..3 {
+        let err = reader
+            .next_unit(Duration::from_millis(100))
+            .expect_err("nothing was committed");
+        assert!(matches!(err, shm_arena::Error::Timeout { .. }), "{err}");
+    }
+    let used = thread_cpu_time() - before;
+    assert!(
+        used < Duration::from_millis(60),
+        "a reader blocked for 300 ms used {used:?} of CPU"
+    );
+
+    writer.set_timeout(Some(Duration::from_millis(100)));
+    while writer
+        .try_begin_unit()
+        .and_then(|mut u| {
+            u.push(&[7; 1024])?;
+            u.commit()
+        })
+        .is_ok()
+    {}
+    let before = thread_cpu_time();
+    for _ in 0..3 {
+        let err = writer
+            .write_unit(&[&[7; 1024]])
+            .expect_err("the ring is full");
+        assert!(matches!(err, shm_arena::Error::Timeout { .. }), "{err}");
+    }
+    let used = thread_cpu_time() - before;
+    assert!(
+        used < Duration::from_millis(60),
+        "a writer blocked for 300 ms used {used:?} of CPU"
+    );
+}
