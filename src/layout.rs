@@ -23,7 +23,7 @@ use crate::{Error, Result};
 /// First eight bytes of every region.
 pub const MAGIC: [u8; 8] = *b"SHMARENA";
 /// Bumped on any incompatible change of this file.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 /// Bytes before the ring of an SPSC region (one page); an MPMC header may take more pages.
 pub const HEADER_SIZE: usize = 4096;
 /// Offset of the lane array inside the header.
@@ -305,27 +305,29 @@ pub fn validate_header_bytes(bytes: &[u8], region_len: u64) -> Result<Prefix> {
 #[derive(Debug, Default)]
 pub(crate) struct Line<T>(pub T);
 
-/// Futex words and waiter counts. A side that makes progress only issues a wake syscall when the
-/// matching waiter count is non-zero.
+/// Futex words. A side that makes progress only issues a wake syscall when the matching word
+/// is armed (bit 0, see `wait.rs`).
 #[repr(C)]
 #[derive(Debug, Default)]
 pub(crate) struct Signals {
-    /// Bumped by the writer after a commit when a reader sleeps.
-    pub data_seq: AtomicU32,
-    /// Readers sleeping (or about to) on `data_seq`.
-    pub data_waiters: AtomicU32,
+    /// Readers sleep on it: bit 0 armed by a reader about to sleep, cleared (and the rest
+    /// bumped) by the writer that wakes them after a commit.
+    pub data_futex: AtomicU32,
+    /// Reserved, zero (layout version 2 counted sleeping readers here).
+    pub _reserved: AtomicU32,
     /// SPSC: [`WRITER_CLOSED`] | [`READER_CLOSED`]. (MPMC reads the participant slots.)
     pub closed: AtomicU32,
 }
 
-/// A lane's space signal: bumped by a releaser after the lane's tail moved when its writer
-/// sleeps.
+/// A lane's space signal: its writer sleeps on it; a releaser that moved the lane's tail wakes
+/// it.
 #[repr(C)]
 #[derive(Debug, Default)]
 pub(crate) struct SpaceSignal {
-    pub seq: AtomicU32,
-    /// Writers sleeping (or about to) on `seq`.
-    pub waiters: AtomicU32,
+    /// Bit 0 armed by the writer about to sleep, cleared (and the rest bumped) by the waker.
+    pub futex: AtomicU32,
+    /// Reserved, zero (layout version 2 counted sleeping writers here).
+    pub _reserved: AtomicU32,
 }
 
 /// Who holds a participant slot (an MPMC lane's writer, or a reader slot).
