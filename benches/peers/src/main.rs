@@ -179,6 +179,22 @@ fn case1(s: &Settings, out: &mut Output) {
         }),
     ];
     out.throughput(s, "1 SPSC threads, 64 B units", "units/s", &mut cs);
+    // The same, with the reader on CPU 0 and the writer on CPU 1 for every contender. Unpinned,
+    // the scheduler sometimes runs both threads on one CPU, where a ring without
+    // per-unit fences or validation (rtrb: 32-111 M units/s there) turns into a single-thread
+    // loop; the best-rep rule then picks that rep. Pinned, every contender crosses cores.
+    if !crate::util::pinning() {
+        crate::util::force_pinning(true);
+        if crate::util::pinning() {
+            out.throughput(
+                s,
+                "1 SPSC threads, 64 B units, one CPU each (pinned)",
+                "units/s",
+                &mut cs,
+            );
+        }
+        crate::util::force_pinning(false);
+    }
 }
 
 fn case2(s: &Settings, out: &mut Output) {

@@ -19,9 +19,30 @@ const CHILD_CPU_ENV: &str = "SHM_ARENA_PEERS_CHILD_CPU";
 /// on a quiet machine pinning gives every contender the same placement, but on a shared,
 /// loaded one it forces a spinning side to share its CPU with someone else's process (a bare
 /// atomic ping-pong then takes milliseconds); unpinned, the scheduler can move it.
+///
+/// Decided once, on first use: `available_parallelism` follows the calling thread's affinity,
+/// so asked again from a thread spawned by a pinned one it says 1, and the writer thread was
+/// then left on the parent's CPU (both threads on CPU 0: what "pinned" measured until this
+/// was fixed).
 pub fn pinning() -> bool {
-    std::env::var("SHM_ARENA_PEERS_PIN").is_ok_and(|v| v == "1")
-        && std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2)
+    FORCE_PINNING.load(std::sync::atomic::Ordering::Relaxed) || pinning_asked()
+}
+
+/// Pinning for the runs that follow, whatever `SHM_ARENA_PEERS_PIN` says (case 1's pinned
+/// variant); only when there are 2+ CPUs.
+pub fn force_pinning(on: bool) {
+    let cpus = std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
+    FORCE_PINNING.store(on && cpus, std::sync::atomic::Ordering::Relaxed);
+}
+
+static FORCE_PINNING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn pinning_asked() -> bool {
+    static PINNING: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PINNING.get_or_init(|| {
+        std::env::var("SHM_ARENA_PEERS_PIN").is_ok_and(|v| v == "1")
+            && std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2)
+    })
 }
 
 /// While alive, the calling thread runs on CPU 0 only (if [`pinning`]); restores the previous
