@@ -79,6 +79,24 @@ fn thread_cpu_time() -> Duration {
     Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
 
+/// Runs `wait` (a blocking call that must time out) three times and checks the thread used
+/// little CPU meanwhile.
+fn assert_sleeps(who: &str, mut wait: impl FnMut() -> shm_arena::Result<()>) {
+    let before = thread_cpu_time();
+    for _ in 0..3 {
+        let err = wait().expect_err("nothing can arrive");
+        assert!(
+            matches!(err, shm_arena::Error::Timeout { .. }),
+            "{who}: {err}"
+        );
+    }
+    let used = thread_cpu_time() - before;
+    assert!(
+        used < Duration::from_millis(60),
+        "a {who} blocked for 300 ms used {used:?} of CPU"
+    );
+}
+
 /// A blocked side sleeps: its spin budget is bounded (50 µs) and shrinks with long waits, so
 /// a reader waiting 300 ms for a unit, and then a writer waiting 300 ms for space, use little
 /// CPU. (A spin without a bound, or a budget that grew without limit, would use ~300 ms each.)
@@ -87,19 +105,9 @@ fn blocked_sides_sleep_instead_of_spinning() {
     let region = Region::create(64 << 10).expect("region");
     let mut writer = region.writer().expect("writer");
     let reader = region.reader().expect("reader");
-
-    let before = thread_cpu_time();
-    for _ in 0..3 {
-        let err = reader
-            .next_unit(Duration::from_millis(100))
-            .expect_err("nothing was committed");
-        assert!(matches!(err, shm_arena::Error::Timeout { .. }), "{err}");
-    }
-    let used = thread_cpu_time() - before;
-    assert!(
-        used < Duration::from_millis(60),
-        "a reader blocked for 300 ms used {used:?} of CPU"
-    );
+    assert_sleeps("reader", || {
+        reader.next_unit(Duration::from_millis(100)).map(drop)
+    });
 
     writer.set_timeout(Some(Duration::from_millis(100)));
     while writer
@@ -110,16 +118,5 @@ fn blocked_sides_sleep_instead_of_spinning() {
         })
         .is_ok()
     {}
-    let before = thread_cpu_time();
-    for _ in 0..3 {
-        let err = writer
-            .write_unit(&[&[7; 1024]])
-            .expect_err("the ring is full");
-        assert!(matches!(err, shm_arena::Error::Timeout { .. }), "{err}");
-    }
-    let used = thread_cpu_time() - before;
-    assert!(
-        used < Duration::from_millis(60),
-        "a writer blocked for 300 ms used {used:?} of CPU"
-    );
+    assert_sleeps("writer", || writer.write_unit(&[&[7; 1024]]));
 }
