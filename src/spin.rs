@@ -12,7 +12,9 @@
 //! So each waiter keeps a budget, like the guest halt-polling governor does: a wait that ended
 //! while spinning keeps it; a wait that had to sleep but would have ended within
 //! [`MAX_SPIN`] doubles it (spinning longer would have saved the sleep); a longer wait halves
-//! it, down to zero. No `sched_yield` in the spin: a yield counts as CPU used, too.
+//! it, down to zero. Within the budget the waiter polls with `PAUSE`s for its first 64 polls
+//! (a ping-pong's answer comes within them), then yields between polls, so that a peer sharing
+//! its CPU can make the progress it waits for (see `wait.rs`).
 
 use std::cell::Cell;
 use std::time::Duration;

@@ -157,8 +157,8 @@ pub(crate) fn wait_for<T>(
             if polls > PAUSE_POLLS {
                 // Past the first microseconds, give the CPU away between polls: if the peer
                 // shares our CPU (more threads than CPUs), spinning cannot see it progress,
-                // and sleeping would cost it a wake syscall on every unit until we run again.
-                // On a CPU of our own the yield returns at once, a slower poll.
+                // and sleeping costs a futex wait and wake. On a CPU of our own the yield
+                // returns at once: a slower poll.
                 std::thread::yield_now();
             } else {
                 for _ in 0..pauses_between_polls(signal, polls) {
