@@ -122,6 +122,7 @@ impl Reader {
     /// [`Error::Closed`] once the writer closed the ring (MPMC: every writer that attached was
     /// dropped) and every committed unit was taken; [`Error::Corrupt`] if the next record is
     /// impossible (the reader does not move past it).
+    #[inline]
     pub fn try_next_unit(&self) -> Result<Option<Unit<'_>>> {
         if let Some((lease, first)) = &self.mpmc {
             return Ok(self
@@ -184,6 +185,7 @@ impl Reader {
     /// everything committed was taken; [`Error::PeerGone`] when the writer's process died (after
     /// everything it committed was taken); [`Error::Corrupt`] as for
     /// [`try_next_unit`](Self::try_next_unit).
+    #[inline]
     pub fn next_unit(&self, timeout: Duration) -> Result<Unit<'_>> {
         if let Some(unit) = self.try_next_unit()? {
             return Ok(unit);

@@ -83,6 +83,7 @@ impl View {
     }
 
     /// Blob `index` as a slice of the store's memory.
+    #[inline]
     pub(crate) fn blob<'s>(&self, store: &'s Store, index: usize) -> Result<&'s [u8]> {
         let i = index as u64;
         if i >= self.count {
@@ -161,6 +162,7 @@ impl View {
     /// can have marked the next unit, so the in-order path skips the mark check; only the
     /// wake-up handshake with a sleeping writer remains. When the next unit is handed out
     /// later, by this same thread, our tail store is ordered before it.
+    #[inline]
     pub(crate) fn release_with(&self, store: &Store, next_not_taken: bool) {
         let lane = self.lane;
         let tail = &store.lane(lane).tail.0;
@@ -351,6 +353,7 @@ macro_rules! unit_access {
             /// # Errors
             /// [`Error::InvalidArgument`] if there is no such blob; [`Error::Corrupt`] if the
             /// writer's descriptor of it points outside the unit.
+            #[inline]
             pub fn blob(&self, index: usize) -> Result<&[u8]> {
                 self.view.blob(self.store(), index)
             }

@@ -109,6 +109,7 @@ impl Writer {
     /// only when the writer has to wait for space (a new reader may attach at any time), so
     /// this does not fail: [`UnitWriter::push`] reports `Closed` / `PeerGone` when the lane is
     /// full and no reader is left.
+    #[inline]
     pub fn begin_unit(&mut self) -> Result<UnitWriter<'_>> {
         self.begin(true)
     }
@@ -122,6 +123,7 @@ impl Writer {
         self.begin(false)
     }
 
+    #[inline]
     fn begin(&mut self, blocking: bool) -> Result<UnitWriter<'_>> {
         // Relaxed: only a hint to fail early; the wait for space re-checks with Acquire. (MPMC
         // finds out whether readers are left only when it has to wait for space.)
@@ -215,6 +217,7 @@ impl UnitWriter<'_> {
     ///
     /// # Errors
     /// As [`push`](Self::push).
+    #[inline]
     pub fn blob_mut(&mut self, len: usize) -> Result<&mut [u8]> {
         let len = len as u64;
         let pos = self.alloc(len)?;
@@ -245,6 +248,7 @@ impl UnitWriter<'_> {
 
     /// Reserves `len` bytes (64-aligned start) after the cursor, skipping to the next lap when
     /// they would cross the ring's end; returns their position.
+    #[inline]
     fn alloc(&mut self, len: u64) -> Result<u64> {
         let size = align_up(len.min(u64::MAX / 4));
         let max = self.writer.max_unit();
@@ -339,6 +343,7 @@ impl UnitWriter<'_> {
     /// # Errors
     /// As [`push`](Self::push) (the descriptor table of a unit with more than two blobs needs
     /// room too). On error nothing is published.
+    #[inline]
     pub fn commit(mut self) -> Result<()> {
         let count = self.writer.descriptors.len() as u64;
         let mut table = 0;
