@@ -429,18 +429,32 @@ mod tests {
         store.record(0, pos).word.load(Ordering::Relaxed)
     }
 
+    /// Stamps the record at `pos` with `word` (a tag, as a reader's claim would).
+    fn set_word(store: &Store, pos: u64, word: u64) {
+        store.record(0, pos).word.store(word, Ordering::Relaxed);
+    }
+
+    /// Publishes `intent` in reader slot `slot`.
+    fn set_intent(store: &Store, slot: u32, intent: u64) {
+        store
+            .reader_slot(slot)
+            .intent
+            .store(intent, Ordering::Relaxed);
+    }
+
+    fn tail(store: &Store) -> u64 {
+        store.lane(0).tail.0.load(Ordering::Relaxed)
+    }
+
     #[test]
     fn tagged_unit_of_a_dead_reader_is_released() {
         let (region, _writer, [first, _]) = setup();
         let store = region.store();
         dead(store, 0);
         claim_first(store);
-        store
-            .record(0, first)
-            .word
-            .store(first | CLAIMED_BASE, Ordering::Relaxed);
+        set_word(store, first, first | CLAIMED_BASE);
         assert!(reap_lane(store, 0, 0));
-        assert_eq!(store.lane(0).tail.0.load(Ordering::Relaxed), 192);
+        assert_eq!(tail(store), 192);
     }
 
     #[test]
@@ -451,10 +465,10 @@ mod tests {
         live(store, 1);
         claim_first(store);
         let tagged = first | (CLAIMED_BASE + 1);
-        store.record(0, first).word.store(tagged, Ordering::Relaxed);
+        set_word(store, first, tagged);
         assert!(reap_lane(store, 0, 0));
         assert_eq!(word(store, first), tagged);
-        assert_eq!(store.lane(0).tail.0.load(Ordering::Relaxed), 0);
+        assert_eq!(tail(store), 0);
     }
 
     #[test]
@@ -464,13 +478,10 @@ mod tests {
         dead(store, 0);
         claim_first(store);
         // Died between the claim CAS and the tag.
-        store
-            .reader_slot(0)
-            .intent
-            .store(first | 1, Ordering::Relaxed);
+        set_intent(store, 0, first | 1);
         assert!(reap_lane(store, 0, 0));
         assert_eq!(word(store, first), first | RELEASED);
-        assert_eq!(store.lane(0).tail.0.load(Ordering::Relaxed), 192);
+        assert_eq!(tail(store), 192);
     }
 
     #[test]
@@ -481,25 +492,16 @@ mod tests {
         live(store, 1);
         claim_first(store);
         // Both published the same intent; the live one may have won and not tagged yet.
-        store
-            .reader_slot(0)
-            .intent
-            .store(first | 1, Ordering::Relaxed);
-        store
-            .reader_slot(1)
-            .intent
-            .store(first | 1, Ordering::Relaxed);
+        set_intent(store, 0, first | 1);
+        set_intent(store, 1, first | 1);
         assert!(!reap_lane(store, 0, 0), "must ask to look again");
         assert_eq!(word(store, first), first | COMMITTED);
         // The live reader tags it (it had won): now the dead one's intent releases nothing.
-        store
-            .record(0, first)
-            .word
-            .store(first | (CLAIMED_BASE + 1), Ordering::Relaxed);
-        store.reader_slot(1).intent.store(0, Ordering::Relaxed);
+        set_word(store, first, first | (CLAIMED_BASE + 1));
+        set_intent(store, 1, 0);
         assert!(reap_lane(store, 0, 0));
         assert_eq!(word(store, first), first | (CLAIMED_BASE + 1));
-        assert_eq!(store.lane(0).tail.0.load(Ordering::Relaxed), 0);
+        assert_eq!(tail(store), 0);
     }
 
     #[test]
@@ -508,10 +510,7 @@ mod tests {
         let store = region.store();
         dead(store, 0);
         // Intent on the second unit, which nobody claimed (claim cursor still at the first).
-        store
-            .reader_slot(0)
-            .intent
-            .store(second | 1, Ordering::Relaxed);
+        set_intent(store, 0, second | 1);
         assert!(reap_lane(store, 0, 0));
         assert_eq!(word(store, first), first | COMMITTED);
         assert_eq!(word(store, second), second | COMMITTED);
@@ -523,10 +522,7 @@ mod tests {
         let store = region.store();
         dead(store, 0);
         claim_first(store);
-        store
-            .record(0, first)
-            .word
-            .store(first | CLAIMED_BASE, Ordering::Relaxed);
+        set_word(store, first, first | CLAIMED_BASE);
         // The only reader is dead: the writer's check releases its unit, then reports it.
         assert!(matches!(
             check_readers(store, 0, true),
@@ -535,6 +531,6 @@ mod tests {
                 ..
             })
         ));
-        assert_eq!(store.lane(0).tail.0.load(Ordering::Relaxed), 192);
+        assert_eq!(tail(store), 192);
     }
 }
