@@ -19,7 +19,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::spin::SpinBudget;
+use crate::spin::{Gap, SpinBudget};
 use crate::storage::{Storage, Store};
 use crate::sync::{fence, AtomicU32, Ordering};
 use crate::Result;
@@ -154,15 +154,20 @@ pub(crate) fn wait_for<T>(
             // read ~20 ns).
             spins += 1;
             polls = polls.saturating_add(1);
-            if polls > PAUSE_POLLS {
-                // Past the first microseconds, give the CPU away between polls: if the peer
-                // shares our CPU (more threads than CPUs), spinning cannot see it progress,
-                // and sleeping costs a futex wait and wake. On a CPU of our own the yield
-                // returns at once: a slower poll.
-                std::thread::yield_now();
-            } else {
-                for _ in 0..pauses_between_polls(signal, polls) {
-                    std::hint::spin_loop();
+            match spin.poll_gap(polls, PAUSE_POLLS) {
+                // Give the CPU away between polls: if the peer shares our CPU (more threads
+                // than CPUs), spinning cannot see it progress, and sleeping costs a futex wait
+                // and wake. On a CPU of our own the yield returns at once: a slower poll. The
+                // yield is timed so that the budget learns which of the two it was.
+                Gap::Yield => {
+                    let before = Instant::now();
+                    std::thread::yield_now();
+                    spin.yielded(before.elapsed());
+                }
+                Gap::Pause => {
+                    for _ in 0..pauses_between_polls(signal, polls) {
+                        std::hint::spin_loop();
+                    }
                 }
             }
             continue;
