@@ -22,12 +22,24 @@ const PREFETCH_BYTES: u64 = RECORD_SIZE + BLOB_ALIGN;
 /// side (PREFETCHW ahead of the head) made it slower (6 M), so the writer does not.
 pub(crate) const READ_AHEAD: u64 = 256;
 
+/// MPMC: how many units in a row a reader claims from one lane (while it has any) before it
+/// looks at the next lane first.
+///
+/// Staying on a lane keeps its claim cursor, records and tail in this reader's cache, and
+/// readers that meet on a lane soon spread out again, so units are mostly claimed without
+/// contention and ended in order (the fast path of `View::release`). Measured with 2 writer and
+/// 2 reader threads, 64 B units (case 5, 6 runs each, median): moving on after every unit
+/// 7.46 M units/s; after 16: 8.3 M; 64: 8.2 M; 1024: 7.9 M. The bound keeps a reader from
+/// serving one busy lane for ever while another lane's units wait.
+pub(crate) const LANE_STREAK: u32 = 16;
+
 /// A reader: the single reader of an SPSC ring, or one of an MPMC region's readers.
 ///
 /// Units come out as [`Unit`] guards; any number may be held at once and ended in any order.
 /// In SPSC they come in commit order. In MPMC each unit goes to exactly one reader; a writer's
-/// units are claimed in its commit order, and readers take turns over the writers' lanes, so
-/// a writer that stalls mid-unit holds back no other writer's units.
+/// units are claimed in its commit order, and readers take turns over the writers' lanes (a
+/// reader takes up to 16 units in a row from one lane, and moves on at once when the lane has
+/// none), so a writer that stalls mid-unit holds back no other writer's units.
 ///
 /// A reader is `Send` but not `Sync`: one thread takes units at a time (owned units may be
 /// ended from any thread). For more reading threads, attach more readers.
@@ -42,6 +54,8 @@ pub struct Reader {
     /// MPMC: this reader's slot (shared with its owned units), and the lane to look at first
     /// next time.
     mpmc: Option<(Arc<SlotLease>, Cell<u32>)>,
+    /// MPMC: units claimed in a row from the lane looked at first.
+    streak: Cell<u32>,
     /// How long `next_unit` spins before it sleeps (adapts to how long waits turn out).
     spin: SpinBudget,
 }
@@ -61,6 +75,7 @@ impl Reader {
                 head_cache: Cell::new(0),
                 prefetched: Cell::new(0),
                 mpmc: Some((lease, Cell::new(first))),
+                streak: Cell::new(0),
                 spin: SpinBudget::default(),
             });
         }
@@ -72,6 +87,7 @@ impl Reader {
             head_cache: Cell::new(tail),
             prefetched: Cell::new(tail),
             mpmc: None,
+            streak: Cell::new(0),
             spin: SpinBudget::default(),
         })
     }
@@ -82,7 +98,19 @@ impl Reader {
     fn try_claim(&self, slot: u32, first: &Cell<u32>) -> Result<Option<View>> {
         let lanes = self.store.geometry().lanes;
         if let Some(view) = crate::claim::try_claim(&self.store, slot, first.get())? {
-            first.set((view.lane + 1) % lanes);
+            // Stay on this lane for the next claim, up to `LANE_STREAK` units in a row.
+            let streak = if view.lane == first.get() {
+                self.streak.get() + 1
+            } else {
+                1
+            };
+            if streak >= LANE_STREAK {
+                first.set((view.lane + 1) % lanes);
+                self.streak.set(0);
+            } else {
+                first.set(view.lane);
+                self.streak.set(streak);
+            }
             return Ok(Some(view));
         }
         if let Err(closed) = crate::participants::check_writers(&self.store, false) {
@@ -248,5 +276,52 @@ impl fmt::Debug for Reader {
             .field("next", &self.next.get())
             .field("capacity", &self.store.capacity())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LANE_STREAK;
+    use crate::{Backing, Region, RegionOptions};
+
+    /// One reader, three full lanes: it takes `LANE_STREAK` units from a lane, then moves on
+    /// (not one unit per lane, not one lane until it is empty), and moves on early from a
+    /// lane that runs dry.
+    #[test]
+    fn a_reader_takes_a_bounded_streak_from_each_lane() {
+        let region = Region::create_with(
+            RegionOptions::new(8192)
+                .mpmc(3, 1)
+                .backing(Backing::Anonymous),
+        )
+        .unwrap();
+        let per_lane = 2 * LANE_STREAK + 5;
+        let mut writers: Vec<_> = (0..3).map(|_| region.writer().unwrap()).collect();
+        for writer in &mut writers {
+            for i in 0..per_lane {
+                writer.write_unit(&[&i.to_le_bytes()]).unwrap();
+            }
+        }
+        let reader = region.reader().unwrap();
+        let mut runs: Vec<(u32, u32)> = Vec::new();
+        while let Some(unit) = reader.try_next_unit().unwrap() {
+            match runs.last_mut() {
+                Some((lane, n)) if *lane == unit.lane() => *n += 1,
+                _ => runs.push((unit.lane(), 1)),
+            }
+        }
+        let s = LANE_STREAK;
+        let expected = [
+            (0, s),
+            (1, s),
+            (2, s),
+            (0, s),
+            (1, s),
+            (2, s),
+            (0, 5),
+            (1, 5),
+            (2, 5),
+        ];
+        assert_eq!(runs, expected);
     }
 }

@@ -12,8 +12,9 @@
 //!   (`try_begin_unit`), `Timeout` or `Closed(Reader)` (`begin_unit` with a zero timeout) -
 //!   the tail only moves over the prefix of ended units, so ends out of order matter;
 //! - which unit `try_next_unit` / `next_unit` hands to which reader (lane, position, span,
-//!   bytes): readers scan the lanes round-robin, first `slot % lanes`, then the lane after the
-//!   one they last claimed from;
+//!   bytes): readers scan the lanes round-robin, first `slot % lanes`, then the lane they last
+//!   claimed from until they have taken [`LANE_STREAK`] units from it in a row, then the lane
+//!   after it;
 //! - which lane a new writer and which slot a new reader gets (the lowest free one), and
 //!   `RoleTaken` when there is none;
 //! - `Closed(Writer)` exactly when a writer attached once, none is attached now and every lane
@@ -126,12 +127,18 @@ struct Lane {
     ever: bool,
 }
 
+/// Units a reader claims in a row from one lane before it looks at the next lane first (the
+/// crate's `reader::LANE_STREAK`).
+const LANE_STREAK: u32 = 16;
+
 /// A reader handle and the model of its state.
 struct ReaderHandle {
     reader: Reader,
     slot: u32,
     /// The lane it looks at first on its next claim.
     next: u32,
+    /// Units claimed in a row from `next`.
+    streak: u32,
 }
 
 /// A blob to write: its length and whether to fill it in place (`blob_mut`) or copy it in
@@ -270,6 +277,7 @@ impl Harness {
                     reader,
                     slot,
                     next: slot % self.lanes,
+                    streak: 0,
                 });
             }
             (None, Err(Error::RoleTaken { role, pid })) => {
@@ -426,7 +434,13 @@ impl Harness {
         for i in 0..self.lanes {
             let lane = (first + i) % self.lanes;
             if let Some(unit) = self.model[lane as usize].queue.pop_front() {
-                self.readers[r].next = (lane + 1) % self.lanes;
+                let reader = &mut self.readers[r];
+                reader.streak = if lane == first { reader.streak + 1 } else { 1 };
+                if reader.streak == LANE_STREAK {
+                    (reader.next, reader.streak) = ((lane + 1) % self.lanes, 0);
+                } else {
+                    reader.next = lane;
+                }
                 return Ok(unit);
             }
         }
