@@ -153,8 +153,9 @@ def markdown(rows, raw, spdl, spdl_note, info, png_name, compact=False) -> str:
     )
     lines.append("")
     lines.append("Ratio > 1 means shm-arena wins (ours/peer for throughput, peer/ours for "
-                 "latency); *limit* is the physical limit (memcpy of the same bytes, or a bare "
-                 "atomic ping-pong in shared memory). Payload is written and read in every case.")
+                 "latency); *limit* is the physical limit (memcpy of the same bytes, a bare "
+                 "atomic ping-pong in shared memory, or a bare futex wake-up). Payload is written "
+                 "and read in every case.")
     lines.append("")
     lines.append("| ratio | case | metric | vs | shm-arena | peer | unit | target |")
     lines.append("|---:|---|---|---|---:|---:|---|---|")

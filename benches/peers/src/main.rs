@@ -337,6 +337,7 @@ fn case7(s: &Settings, out: &mut Output) {
     let mut cs = [
         contender("shm-arena (futex)", "ours", || procs::wake_arena(rounds)),
         contender("pipe", "peer", || procs::wake_pipe(rounds)),
+        contender("bare futex", "limit", || procs::wake_futex(rounds)),
     ];
     out.latency(s, "7 blocked reader wake-up across processes", &mut cs);
 }

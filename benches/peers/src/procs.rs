@@ -702,6 +702,85 @@ fn wake_pipe_child(args: &[String]) {
     }
 }
 
+/// The futex limit for case 7: one futex word, the 64-byte message in the next line, and
+/// nothing else. The child writes the message (timestamp first), bumps the word (Release) and
+/// calls FUTEX_WAKE every time (no check whether anyone sleeps); the parent sleeps in
+/// FUTEX_WAIT until the word changes. Any futex-based wake-up pays at least this; what
+/// shm-arena adds on top is its protocol (the armed bit and its fences, the unit's record).
+struct WakeBox {
+    map: memmap2::MmapMut,
+}
+
+impl WakeBox {
+    fn word(&self) -> &std::sync::atomic::AtomicU32 {
+        // SAFETY: the mapping is 4096 bytes and page-aligned, so its first 4 bytes are an
+        // aligned u32 in bounds; both processes only ever access them atomically.
+        unsafe { &*self.map.as_ptr().cast::<std::sync::atomic::AtomicU32>() }
+    }
+
+    fn message(&mut self) -> &mut [u8] {
+        &mut self.map[64..64 + SMALL]
+    }
+}
+
+pub fn wake_futex(rounds: usize) -> Vec<f64> {
+    let _pin = crate::util::pin_parent();
+    let (fd, map) = shared_memfd(4096);
+    let mut wake_box = WakeBox { map };
+    let child = ChildGuard::spawn("wake-futex", &[rounds.to_string()], &[fd.as_fd()]);
+    let mut out = Vec::with_capacity(rounds);
+    let mut seen = 0u32;
+    for _ in 0..rounds {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            // Acquire: pairs with the child's Release bump; its message is visible.
+            let now = wake_box.word().load(Ordering::Acquire);
+            if now != seen {
+                seen = now;
+                break;
+            }
+            assert!(Instant::now() < deadline, "bare futex wake-up timed out");
+            let timeout = rustix::time::Timespec {
+                tv_sec: 0,
+                tv_nsec: 100_000_000,
+            };
+            // EAGAIN (the word changed), ETIMEDOUT, EINTR: all mean "look again".
+            let _ = rustix::thread::futex::wait(
+                wake_box.word(),
+                rustix::thread::futex::Flags::empty(),
+                seen,
+                Some(&timeout),
+            );
+        }
+        let woke = now_ns();
+        let msg = wake_box.message();
+        out.push(woke.saturating_sub(first_word(msg)) as f64);
+        std::hint::black_box(checksum(msg));
+    }
+    child.finish();
+    out
+}
+
+fn wake_futex_child(args: &[String]) {
+    let rounds: usize = arg(args, 0);
+    let map = crate::util::map_fd(&inherited_fds().pop().expect("memfd"));
+    let mut wake_box = WakeBox { map };
+    let src = source(SMALL);
+    for _ in 0..rounds {
+        std::thread::sleep(WAKE_GAP);
+        let msg = wake_box.message();
+        msg.copy_from_slice(&src);
+        crate::util::stamp(msg, now_ns());
+        // Release: pairs with the parent's Acquire load; the message is written before.
+        wake_box.word().fetch_add(1, Ordering::Release);
+        let _ = rustix::thread::futex::wake(
+            wake_box.word(),
+            rustix::thread::futex::Flags::empty(),
+            u32::MAX,
+        );
+    }
+}
+
 /// Entry point of `--child KIND ARGS...`.
 pub fn child_main(kind: &str, args: &[String]) {
     crate::util::pin_child();
@@ -717,6 +796,7 @@ pub fn child_main(kind: &str, args: &[String]) {
         "stream-pipe" => stream_pipe_child(args),
         "wake-arena" => wake_arena_child(args),
         "wake-pipe" => wake_pipe_child(args),
+        "wake-futex" => wake_futex_child(args),
         other => panic!("unknown child kind {other:?}"),
     }
 }
