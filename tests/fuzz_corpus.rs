@@ -48,6 +48,32 @@ fn region_header() {
     random_inputs(2000, 200, shm_arena::fuzzing::region_header);
 }
 
+/// The region_header corpus holds headers this build accepts (an SPSC and an MPMC one, read as
+/// an 8-byte region length and then the header), so the fuzzer starts from the accepting path
+/// too, not only from rejections; a layout change that leaves them stale fails here.
+#[test]
+fn region_header_corpus_has_accepted_headers() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/region_header");
+    let mut modes = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let data = std::fs::read(entry.path()).unwrap();
+        if let Some((len, header)) = data.split_first_chunk::<8>() {
+            if let Ok(prefix) =
+                shm_arena::layout::validate_header_bytes(header, u64::from_le_bytes(*len))
+            {
+                modes.push(prefix.mode);
+            }
+        }
+    }
+    modes.sort_unstable();
+    modes.dedup();
+    assert_eq!(
+        modes,
+        [1, 2],
+        "accepted SPSC (1) and MPMC (2) headers in the corpus"
+    );
+}
+
 #[test]
 fn arena_ops() {
     assert!(
