@@ -22,8 +22,10 @@ use crate::{Error, Result};
 
 /// First eight bytes of every region.
 pub const MAGIC: [u8; 8] = *b"SHMARENA";
-/// Bumped on any incompatible change of this file.
-pub const LAYOUT_VERSION: u32 = 3;
+/// Bumped on any incompatible change of this file or of the protocol on it. 4: an SPSC reader
+/// may take a unit by its record's stamp before it sees the head, so writers store the stamp
+/// with Release ordering (version 3 writers stored it Relaxed, before the Release head).
+pub const LAYOUT_VERSION: u32 = 4;
 /// Bytes before the ring of an SPSC region (one page); an MPMC header may take more pages.
 pub const HEADER_SIZE: usize = 4096;
 /// Offset of the lane array inside the header.

@@ -368,7 +368,8 @@ impl UnitWriter<'_> {
         let rec = store.record(lane, self.start);
         let span = self.cursor - self.start;
         debug_assert!(span >= RECORD_SIZE && span % BLOB_ALIGN == 0);
-        // Relaxed: all record fields are published by the Release store of the head below.
+        // Relaxed: all record fields are published by the Release stores of the stamp and the
+        // head below.
         rec.span.store(span, Ordering::Relaxed);
         rec.count.store(count, Ordering::Relaxed);
         rec.table.store(table, Ordering::Relaxed);
@@ -382,7 +383,9 @@ impl UnitWriter<'_> {
             rec.inline[2 * i].store(rel, Ordering::Relaxed);
             rec.inline[2 * i + 1].store(len, Ordering::Relaxed);
         }
-        rec.word.store(self.start | COMMITTED, Ordering::Relaxed);
+        // Release: pairs with the Acquire stamp load in `Reader::take`, which may take the unit
+        // before it sees the head stored below: the record and blobs are visible.
+        rec.word.store(self.start | COMMITTED, Ordering::Release);
         // Release: pairs with the Acquire load of the head in `Reader::try_next_unit` (and in
         // `advance_tail`): the record and every blob byte written before are visible to it.
         store
