@@ -145,12 +145,7 @@ pub(crate) fn wait_for<T>(
     let check_peers_now = |now: Instant, next: Instant| !cfg!(shm_arena_loom) && now >= next;
     loop {
         if let Some(v) = poll()? {
-            // A wait that ended while spinning leaves the budget as it is, so read the clock
-            // only after a sleep: here that read sits between the unit's arrival and its
-            // delivery (a two-process ping-pong took ~20 ns longer per hop with it).
-            if slept {
-                spin.learn(started.elapsed(), true);
-            }
+            spin.wait_ended(started, slept);
             return Ok(v);
         }
         if !slept && spins < MAX_SPINS_PER_CLOCK {
@@ -213,7 +208,7 @@ pub(crate) fn wait_for<T>(
             slept = true;
         }
         if let Some(v) = polled? {
-            spin.learn(started.elapsed(), slept);
+            spin.wait_ended(started, slept);
             return Ok(v);
         }
     }
