@@ -528,9 +528,13 @@ fn parent_killed_by_sigkill_takes_the_worker_with_it() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let stdout = middle.stdout.take().unwrap();
+    // Kept open to the end: the worker inherits this pipe as its stdout, and its test harness
+    // prints there as it starts. With the read end closed that print fails (EPIPE) and the
+    // worker exits with status 101 on its own, racing the kill this test is about (it failed
+    // that way in about one run of four).
+    let mut lines = BufReader::new(middle.stdout.take().unwrap()).lines();
     let mut worker = None;
-    for line in BufReader::new(stdout).lines() {
+    for line in lines.by_ref() {
         let line = line.unwrap();
         if let Some(pid) = line.split("WORKER_PID ").nth(1) {
             worker = Some(pid.trim().parse::<u32>().unwrap());
@@ -555,6 +559,7 @@ fn parent_killed_by_sigkill_takes_the_worker_with_it() {
         std::thread::sleep(Duration::from_millis(20));
     };
     set_child_subreaper(None).unwrap();
+    drop(lines);
     assert_eq!(status.terminating_signal(), Some(Signal::KILL.as_raw()));
     base.check();
 }
