@@ -83,6 +83,7 @@ mod claim;
 pub mod codec;
 mod envelope;
 mod error;
+mod futex;
 #[cfg(not(shm_arena_loom))]
 pub mod fuzzing;
 pub mod layout;

@@ -1,24 +1,11 @@
 //! Blocking: a spin of adaptive length ([`crate::spin`]), then a process-shared futex in the
 //! header, with deadlines.
 //!
-//! Each signal is one futex word: bit 0 ([`ARMED`]) says a sleeper may be waiting on it, the
-//! other bits count wake rounds. The side that makes progress calls [`notify`], which makes a
-//! wake syscall only when the word is armed, so the uncontended hot path stays in user space;
-//! the waker that wakes clears the bit (and bumps the count) in one CAS, so a round of
-//! sleepers costs one syscall, not one per unit until they run. (With a count of sleepers
-//! instead, a writer whose reader slept on the same CPU paid a wake syscall on every commit
-//! until the reader ran again: 3 M instead of 14 M units/s with both threads on one CPU.)
-//!
-//! The sleeping side arms the word with an RMW, issues a SeqCst fence, re-checks its
-//! condition, and sleeps only while the word still holds the armed value it wrote. The fence
-//! pairs with the waker's (in [`notify`] or the release paths) as a Dekker pair: either the
-//! waker's load sees the arming (or a later value), or the re-check sees the progress. A later
-//! value is either still armed (the waker wakes) or was disarmed by another waker, which also
-//! bumped the count, so the kernel does not let us sleep on the old value: we re-check, and
-//! that second arming falls after the waker's load, so its re-check sees the progress.
+//! Each signal is one futex word of the armed-bit protocol in [`crate::futex`].
 
 use std::time::{Duration, Instant};
 
+use crate::futex::{arm, disarm};
 use crate::spin::{Gap, SpinBudget};
 use crate::storage::{Storage, Store};
 use crate::sync::{fence, AtomicU32, Ordering};
@@ -58,9 +45,6 @@ pub(crate) enum Signal {
     Space(u32),
 }
 
-/// Bit 0 of a futex word: a sleeper may be waiting on it.
-pub(crate) const ARMED: u32 = 1;
-
 fn word(store: &Store, signal: Signal) -> &AtomicU32 {
     match signal {
         Signal::Data => &store.shared().signals.0.data_futex,
@@ -80,22 +64,7 @@ pub(crate) fn notify(store: &Store, signal: Signal) {
 /// [`notify`] for a caller that has already issued a SeqCst fence after its progress.
 pub(crate) fn wake_if_waiting(store: &Store, signal: Signal) {
     let word = word(store, signal);
-    // Relaxed: the fence before this call orders it (see `notify`).
-    let seen = word.load(Ordering::Relaxed);
-    // Disarm and bump in one step. A failed CAS means another waker did it and woke everyone
-    // armed before it; a sleeper armed after it re-checks after our fence (module docs).
-    // Relaxed: the progress reaches the woken through their own Acquire re-checks (head,
-    // tail), ordered by the fences; the word only decides whether and when they sleep.
-    if seen & ARMED != 0
-        && word
-            .compare_exchange(
-                seen,
-                seen.wrapping_add(2) & !ARMED,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            )
-            .is_ok()
-    {
+    if disarm(word) {
         store.futex_wake(word);
     }
 }
@@ -196,9 +165,7 @@ pub(crate) fn wait_for<T>(
             next_peer_check = now + PEER_CHECK_INTERVAL;
         }
         let slice = deadline.map_or(PEER_CHECK_INTERVAL, |d| (d - now).min(PEER_CHECK_INTERVAL));
-        // Relaxed RMW: ordered by the fence below. An RMW even when the word is already armed:
-        // the Dekker argument needs a store of ours before the fence.
-        let armed = word.fetch_or(ARMED, Ordering::Relaxed) | ARMED;
+        let armed = arm(word);
         // SeqCst fence: pairs with the fence in `notify` (see the module docs) and the fences
         // of the release paths.
         fence(Ordering::SeqCst);
@@ -212,37 +179,4 @@ pub(crate) fn wait_for<T>(
             return Ok(v);
         }
     }
-}
-
-/// Sleeps while `word == expected`, at most `timeout`. Spurious returns are fine: every caller
-/// re-checks its condition.
-#[cfg(not(shm_arena_loom))]
-pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
-    #[cfg(miri)]
-    {
-        let _ = (word, expected, timeout);
-        std::thread::yield_now();
-    }
-    #[cfg(not(miri))]
-    {
-        use rustix::thread::futex;
-        let ts = timeout.map(|t| rustix::time::Timespec {
-            tv_sec: t.as_secs().min(i64::MAX as u64) as i64,
-            tv_nsec: i64::from(t.subsec_nanos()),
-        });
-        // Not FUTEX_PRIVATE: the word lives in memory shared between processes.
-        // Errors are EAGAIN (word changed), ETIMEDOUT and EINTR: all mean "re-check".
-        let _ = futex::wait(word, futex::Flags::empty(), expected, ts.as_ref());
-    }
-}
-
-/// Wakes every sleeper on `word`, in any process.
-#[cfg(not(shm_arena_loom))]
-pub(crate) fn futex_wake(word: &AtomicU32) {
-    #[cfg(not(miri))]
-    {
-        let _ = rustix::thread::futex::wake(word, rustix::thread::futex::Flags::empty(), u32::MAX);
-    }
-    #[cfg(miri)]
-    let _ = word;
 }

@@ -211,10 +211,10 @@ impl Storage for Mapped {
     }
 
     fn futex_wait(&self, word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
-        crate::wait::futex_wait(word, expected, timeout);
+        crate::futex::wait(word, expected, timeout);
     }
 
     fn futex_wake(&self, word: &AtomicU32) {
-        crate::wait::futex_wake(word);
+        crate::futex::wake(word);
     }
 }

@@ -11,7 +11,7 @@ use std::os::fd::OwnedFd;
 use std::sync::atomic::{fence, AtomicU32, Ordering};
 use std::time::Duration;
 
-use crate::wait::{futex_wait, futex_wake};
+use crate::futex::{wait as futex_wait, wake as futex_wake};
 use crate::{Error, Result, Role};
 
 const PAGE: u64 = 4096;
