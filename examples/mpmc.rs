@@ -19,7 +19,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use shm_arena::{Region, Role};
+use shm_arena::{Region, RegionOptions, Role};
 
 /// How long any one wait may take, in every process.
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -85,7 +85,7 @@ fn parent(args: &[String]) -> Result<()> {
     let lane = (64 * shm_arena::unit_size(&[s.size]))
         .next_power_of_two()
         .max(1 << 16);
-    let region = Region::create_mpmc(lane, s.writers, s.readers)?;
+    let region = Region::create_with(RegionOptions::new(lane).mpmc(s.writers, s.readers))?;
     let exe = std::env::current_exe()?;
     let spawn = |args: &[String]| -> Result<Child> {
         let mut cmd = Command::new(&exe);

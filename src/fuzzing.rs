@@ -7,7 +7,8 @@
 
 use std::collections::VecDeque;
 
-use crate::layout::{validate_header_bytes, HEADER_SIZE};
+pub use crate::layout::validate_header_bytes;
+use crate::layout::HEADER_SIZE;
 use crate::{Backing, Error, Region, RegionOptions};
 
 /// Header validation on arbitrary bytes: never panics; accepts only self-consistent prefixes.
@@ -313,11 +314,11 @@ pub fn corrupt_mpmc_region(data: &[u8]) {
     // What a survivor runs for a dead reader, over hostile cursors, records and intents.
     for lane in 0..2 {
         for slot in 0..2 {
-            crate::participants::reap_lane(store, lane, slot);
+            crate::ring::reap::reap_lane(store, lane, slot);
         }
-        let _ = crate::participants::check_readers(store, lane, false);
+        let _ = crate::ring::participants::check_readers(store, lane, false);
     }
-    let _ = crate::participants::check_writers(store, false);
+    let _ = crate::ring::participants::check_writers(store, false);
     drop(held);
     for w in &mut writers {
         let _ = w.try_begin_unit().and_then(|mut u| {

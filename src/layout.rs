@@ -2,16 +2,18 @@
 //!
 //! ```text
 //! offset 0            Prefix (plain data, written once by the creator, copied out and validated)
-//! offset 128          Shared: one 128-byte line each for signals and the SPSC peers
+//! offset 128          Shared: one 128-byte line each for signals and the expected children
 //! offset 512          `lanes` x Lane: head, tail, claim cursors, space signals, owner (640 bytes)
 //! then                `readers` x ReaderSlot (128 bytes; MPMC only)
 //! offset data_offset  `lanes` rings of `capacity` bytes each, addressed by u64 positions
 //!                     (lane i's byte for position p: data_offset + i * capacity + (p & mask))
 //! ```
 //!
-//! An SPSC region has one lane and no reader slots, so its header fits the first page. An MPMC
+//! An SPSC region has one lane and one reader slot, so its header fits the first page. An MPMC
 //! region has one lane per writer handle (its own SPSC ring on the writing side) and a slot per
-//! reader handle; `data_offset` is the header rounded up to whole pages.
+//! reader handle; `data_offset` is the header rounded up to whole pages. The two modes share
+//! every structure; they differ in how readers move through a lane (an SPSC reader alone,
+//! publishing its position in the claim cursor; MPMC readers claiming units with a CAS on it).
 //!
 //! Every unit starts with a 64-byte record (`Record`) at a 64-aligned position. Positions grow
 //! monotonically and never wrap in practice (2^64 bytes), so a record's stamp, its own start
@@ -25,7 +27,13 @@ pub const MAGIC: [u8; 8] = *b"SHMARENA";
 /// Bumped on any incompatible change of this file or of the protocol on it. 4: an SPSC reader
 /// may take a unit by its record's stamp before it sees the head, so writers store the stamp
 /// with Release ordering (version 3 writers stored it Relaxed, before the Release head).
-pub const LAYOUT_VERSION: u32 = 4;
+///
+/// 5: one participant model for both modes. An SPSC region has one reader slot, like an MPMC
+/// region with one writer and one reader (the SPSC peer slots and the closed bits are gone:
+/// a handle's slot says attached, detached, or held by a dead process), and the SPSC reader
+/// publishes its position in the lane's claim cursor, so a new reader can take over from a dead
+/// one.
+pub const LAYOUT_VERSION: u32 = 5;
 /// Bytes before the ring of an SPSC region (one page); an MPMC header may take more pages.
 pub const HEADER_SIZE: usize = 4096;
 /// Offset of the lane array inside the header.
@@ -68,7 +76,7 @@ pub(crate) const CLAIMED_BASE: u64 = 3;
 /// Mask of the state bits of a record word.
 pub(crate) const STATE_MASK: u64 = BLOB_ALIGN - 1;
 
-// Participant states (low two bits of `Owner::state` and `ReaderSlot::state`; the bits above
+// Participant states (low two bits of `Participant::state`; the bits above
 // count takeovers, so a stale compare-and-swap on a reused slot fails).
 /// Nobody ever attached.
 pub(crate) const SLOT_FREE: u64 = 0;
@@ -77,10 +85,9 @@ pub(crate) const SLOT_ATTACHED: u64 = 1;
 /// The handle that held the slot was dropped cleanly.
 pub(crate) const SLOT_DETACHED: u64 = 2;
 
-/// Bits of [`Signals::closed`].
-pub(crate) const WRITER_CLOSED: u32 = 1;
-/// The reader handle was dropped.
-pub(crate) const READER_CLOSED: u32 = 2;
+/// Bit of [`Signals::hints`]: the last reader handle to detach saw no other reader attached.
+/// Only a hint for writers to fail early; they confirm it from the reader slots.
+pub(crate) const READERS_GONE: u32 = 2;
 
 /// The part of the header written once at creation. Plain data: copied out, then validated.
 #[repr(C)]
@@ -100,7 +107,7 @@ pub struct Prefix {
     pub creator_pid: u32,
     /// Number of lanes: 1 for SPSC, the writer limit for MPMC.
     pub lanes: u32,
-    /// Number of reader slots: 0 for SPSC, the reader limit for MPMC.
+    /// Number of reader slots: 1 for SPSC, the reader limit for MPMC.
     pub readers: u32,
     /// [`FLAG_PREFAULT`]; other bits are zero.
     pub flags: u32,
@@ -129,6 +136,7 @@ impl Prefix {
     /// The lane and reader counts (valid after [`validate`](Self::validate)).
     pub(crate) fn geometry(&self) -> Geometry {
         Geometry {
+            mpmc: self.mode == MODE_MPMC,
             lanes: self.lanes,
             readers: self.readers,
         }
@@ -207,34 +215,41 @@ impl Prefix {
     }
 }
 
-/// How many lanes and reader slots a region has; fixes the header's size.
+/// A region's mode and how many lanes and reader slots it has; fixes the header's size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Geometry {
+    /// Whether readers claim units with a CAS (MPMC) or the one reader moves alone (SPSC).
+    pub mpmc: bool,
     /// Lanes: one per writer handle.
     pub lanes: u32,
-    /// Reader slots (0 in SPSC, whose reader keeps its cursor privately).
+    /// Reader slots: one per reader handle.
     pub readers: u32,
 }
 
 impl Geometry {
-    /// One lane, no reader slots.
+    /// One lane, one reader slot.
     pub(crate) const SPSC: Geometry = Geometry {
+        mpmc: false,
         lanes: 1,
-        readers: 0,
+        readers: 1,
     };
 
-    /// SPSC or MPMC.
-    pub(crate) fn mode(self) -> u32 {
-        if self == Geometry::SPSC {
-            MODE_SPSC
-        } else {
-            MODE_MPMC
+    /// An MPMC geometry (limits not checked: see [`validate_mpmc`](Self::validate_mpmc)).
+    pub(crate) const fn mpmc(writers: u32, readers: u32) -> Geometry {
+        Geometry {
+            mpmc: true,
+            lanes: writers,
+            readers,
         }
     }
 
-    /// Whether this is an MPMC geometry.
-    pub(crate) fn is_mpmc(self) -> bool {
-        self.mode() == MODE_MPMC
+    /// The mode as stored in the prefix.
+    pub(crate) fn mode(self) -> u32 {
+        if self.mpmc {
+            MODE_MPMC
+        } else {
+            MODE_SPSC
+        }
     }
 
     /// Checks the MPMC limits; the message says why not.
@@ -317,8 +332,8 @@ pub(crate) struct Signals {
     pub data_futex: AtomicU32,
     /// Reserved, zero (layout version 2 counted sleeping readers here).
     pub _reserved: AtomicU32,
-    /// SPSC: [`WRITER_CLOSED`] | [`READER_CLOSED`]. (MPMC reads the participant slots.)
-    pub closed: AtomicU32,
+    /// [`READERS_GONE`], set and cleared by readers attaching and detaching.
+    pub hints: AtomicU32,
 }
 
 /// A lane's space signal: its writer sleeps on it; a releaser that moved the lane's tail wakes
@@ -332,10 +347,11 @@ pub(crate) struct SpaceSignal {
     pub _reserved: AtomicU32,
 }
 
-/// Who holds a participant slot (an MPMC lane's writer, or a reader slot).
+/// A participant slot: who holds a lane's writer role or a reader slot, and whether it is
+/// attached.
 #[repr(C)]
 #[derive(Debug, Default)]
-pub(crate) struct Owner {
+pub(crate) struct Participant {
     /// Takeover count << 2 | [`SLOT_FREE`], [`SLOT_ATTACHED`] or [`SLOT_DETACHED`].
     pub state: AtomicU64,
     /// Process of the holder (valid while attached).
@@ -352,46 +368,44 @@ pub(crate) struct Lane {
     pub head: Line<AtomicU64>,
     /// Release cursor: every unit before it is ended; the writer may reuse its bytes.
     pub tail: Line<AtomicU64>,
-    /// MPMC claim cursor: every unit before it was taken by a reader (CAS by readers).
+    /// Claim cursor: every unit before it was taken by a reader (MPMC: moved by readers with a
+    /// CAS; SPSC: stored by the one reader before it hands a unit out).
     pub claim: Line<AtomicU64>,
     pub space: Line<SpaceSignal>,
-    /// MPMC: the writer holding the lane.
-    pub owner: Line<Owner>,
+    /// The writer holding the lane.
+    pub writer: Line<Participant>,
 }
 
-/// An MPMC reader handle's slot.
+/// A reader handle's slot.
 #[repr(C, align(128))]
 #[derive(Debug, Default)]
 pub(crate) struct ReaderSlot {
-    pub owner: Owner,
-    /// The claim in progress: position | (lane + 1), or 0. Published before the claim CAS so
-    /// that survivors can tell which unit a reader that died mid-claim may have taken.
+    pub reader: Participant,
+    /// MPMC: the claim in progress: position | (lane + 1), or 0. Published before the claim
+    /// CAS so that survivors can tell which unit a reader that died mid-claim may have taken.
     pub intent: AtomicU64,
 }
 
-/// One participant: pid and start time (clock ticks since boot), so a reused pid is told apart.
+/// Processes a region was shared with that have not attached yet (see
+/// `Region::share_with_child`): a handle waiting for the other role counts such a child's
+/// death as the other side's, instead of waiting for its deadline.
 #[repr(C)]
 #[derive(Debug, Default)]
-pub(crate) struct PeerSlot {
-    pub pid: AtomicU64,
-    pub start_time: AtomicU64,
+pub(crate) struct Expected {
+    /// Pids of children started with the region; 0: an empty entry. Set by the child itself
+    /// between fork and exec, cleared when a handle attaches in it.
+    pub pids: [AtomicU64; EXPECTED_CHILDREN],
 }
 
-/// Who plays which role.
-#[repr(C)]
-#[derive(Debug, Default)]
-pub(crate) struct Peers {
-    pub writer: PeerSlot,
-    pub reader: PeerSlot,
-}
+/// Most children a region remembers as expected at once.
+pub(crate) const EXPECTED_CHILDREN: usize = 8;
 
 /// The header's global atomics.
 #[repr(C)]
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
     pub signals: Line<Signals>,
-    /// SPSC: the two processes.
-    pub peers: Line<Peers>,
+    pub expected: Line<Expected>,
 }
 
 /// The 64 bytes at the start of every unit. All fields are atomics because a stale releaser

@@ -79,22 +79,19 @@
 #![deny(unsafe_op_in_unsafe_fn, missing_docs, missing_debug_implementations)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
-mod claim;
 pub mod codec;
-mod envelope;
 mod error;
 mod futex;
 #[cfg(not(shm_arena_loom))]
 pub mod fuzzing;
-pub mod layout;
-mod participants;
-mod peer;
+mod layout;
 mod reader;
 mod region;
+mod ring;
 mod spin;
 mod storage;
 mod sync;
-mod unit;
+mod tuning;
 mod wait;
 #[cfg(not(shm_arena_loom))]
 pub mod worker;
@@ -102,7 +99,7 @@ mod writer;
 
 pub use error::{Error, Result, Role};
 
-pub use reader::Reader;
+pub use layout::{BLOB_ALIGN, MAX_CAPACITY, MAX_READERS, MAX_WRITERS, MIN_CAPACITY};
+pub use reader::{unit_size, OwnedUnit, Reader, Unit};
 pub use region::{Backing, Cursors, Mode, Region, RegionOptions, REGION_FD_ENV};
-pub use unit::{unit_size, OwnedUnit, Unit};
 pub use writer::{UnitWriter, Writer};

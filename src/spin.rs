@@ -5,9 +5,9 @@
 //! stream whose sides run at the same pace): no syscall and no wake-up. It loses when the wait
 //! is long: the CPU time is wasted, and on Linux (EEVDF) it also delays the wake-up itself. A
 //! waiter that burnt CPU before sleeping is woken onto the waker's CPU without preempting it,
-//! so it runs only once the waker blocks: measured here (2 CPUs, a unit every 2 ms, the reader
-//! woken by the commit's futex wake) 8 us from commit to reader with a fixed ~2 us spin-and-
-//! yield phase, 1.5-2.2 us with none, as fast as a pipe.
+//! so it runs only once the waker blocks: a fixed spin-and-yield phase made a reader woken by a
+//! commit several times slower to run than one that slept at once (figures in
+//! `benches/peers/RESULTS.md`, case 7).
 //!
 //! So each waiter keeps a budget, like the guest halt-polling governor does: a wait that ended
 //! while spinning keeps it; a wait that had to sleep but would have ended within
@@ -24,22 +24,7 @@
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
-/// The longest a waiter ever spins before sleeping.
-pub(crate) const MAX_SPIN: Duration = Duration::from_micros(50);
-/// The budget a new waiter starts with, and the least a budget grows back to from zero.
-pub(crate) const START_SPIN: Duration = Duration::from_micros(10);
-/// Below this a halved budget becomes zero (spinning a few hundred nanoseconds rarely catches
-/// anything that a sleep would not).
-const MIN_SPIN: Duration = Duration::from_nanos(500);
-
-/// A `sched_yield` that took longer than this let another thread run on our CPU. Alone on its
-/// CPU one returns in ~0.2 us here; one that switches to a busy thread takes microseconds to
-/// milliseconds (that thread's slice).
-const SWITCHED: Duration = Duration::from_micros(1);
-
-/// A waiter that believes it has its CPU to itself checks that belief with a timed yield at
-/// the start of one wait in this many.
-const PROBE_EVERY: u32 = 64;
+use crate::tuning::{MAX_SPIN, MIN_SPIN, PROBE_EVERY, START_SPIN, SWITCHED};
 
 /// One waiter's spin budget (a `Reader`'s or a `Writer`'s: neither is shared between threads).
 #[derive(Debug)]

@@ -9,30 +9,16 @@ use crate::futex::{arm, disarm};
 use crate::spin::{Gap, SpinBudget};
 use crate::storage::{Storage, Store};
 use crate::sync::{fence, AtomicU32, Ordering};
+use crate::tuning::{MAX_SPINS_PER_CLOCK, PAUSE_POLLS, PEER_CHECK_INTERVAL, WRITER_BACKOFF_LOG};
 use crate::Result;
 
-/// How often a sleeper wakes to check that its peer process is still alive.
-pub(crate) const PEER_CHECK_INTERVAL: Duration = Duration::from_millis(100);
-
-/// Polls with only PAUSEs in between before a spinning waiter starts yielding its CPU.
-const PAUSE_POLLS: u32 = 64;
-
-/// Polls between two reads of the clock while spinning.
-const MAX_SPINS_PER_CLOCK: u32 = 8;
-
-/// How many PAUSEs a spinning waiter leaves between its `polls`-th poll and the next.
-///
-/// A reader waiting for data polls as often as it can: that is the latency of a ping-pong. A
-/// writer waiting for space backs off exponentially up to 128 PAUSEs (~1 us here): each of its
-/// polls loads the lane's tail, taking that line away from the reader, whose next tail store
-/// (and the SeqCst fence after it) then waits for the line to come back. When the ring is
-/// full the reader is the bottleneck, so that wait is the stream's: case 1 (64 B units, two
-/// threads) went from 9.3-10.5 to 11.0-11.5 M units/s, side by side, with 2^5 to 2^9 all
-/// alike. The writer finds the space at most ~1 us late, with many units' worth freed by then.
+/// How many PAUSEs a spinning waiter leaves between its `polls`-th poll and the next: a reader
+/// waiting for data polls as often as it can (that is the latency of a ping-pong); a writer
+/// waiting for space backs off (see [`WRITER_BACKOFF_LOG`]).
 fn pauses_between_polls(signal: Signal, polls: u32) -> u32 {
     match signal {
         Signal::Data => 1,
-        Signal::Space(_) => 1 << polls.min(7),
+        Signal::Space(_) => 1 << polls.min(WRITER_BACKOFF_LOG),
     }
 }
 

@@ -3,11 +3,12 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::error::Role;
-use crate::layout::{
-    align_up, BLOB_ALIGN, COMMITTED, DESCRIPTOR_SIZE, INLINE_BLOBS, READER_CLOSED, RECORD_SIZE,
-    WRITER_CLOSED,
-};
+use serde::Serialize;
+
+use crate::codec::{self, BlobSink, EncodeOptions};
+use crate::layout::{align_up, BLOB_ALIGN, COMMITTED, DESCRIPTOR_SIZE, INLINE_BLOBS, RECORD_SIZE};
+use crate::ring::cursors::load_cursors;
+use crate::ring::participants::{attach_writer, check_readers, detach_writer, readers_gone};
 use crate::spin::SpinBudget;
 use crate::storage::{Storage, Store};
 use crate::sync::{Arc, Ordering};
@@ -16,13 +17,43 @@ use crate::{Error, Result};
 
 /// A writer: the single writer of an SPSC ring, or one of an MPMC region's writers.
 ///
-/// In an MPMC region each writer holds a lane of its own (an SPSC ring on the writing side),
-/// so writers never contend with one another and a slow or dead writer holds back nobody
-/// else's units.
+/// Units are written with [`begin_unit`](Self::begin_unit): blobs are bump-allocated in the
+/// ring ([`UnitWriter::push`] copies bytes in, [`UnitWriter::blob_mut`] hands out bytes to
+/// fill in place) and [`UnitWriter::commit`] publishes them all at once. Values go through
+/// [`send`](Self::send). In an MPMC region each writer holds a lane of its own (an SPSC ring
+/// on the writing side), so writers never contend with one another and a slow or dead writer
+/// holds back nobody else's units.
 ///
-/// Dropping the writer closes an SPSC ring: the reader drains what was committed, then gets
-/// [`Error::Closed`]. An MPMC region closes for readers once every writer that attached was
-/// dropped.
+/// Waits for space happen inside `push`, `blob_mut`, `commit` and `send`, so their deadline is
+/// the writer's: [`set_timeout`](Self::set_timeout) (default: none, waiting as long as a reader
+/// lives); the `try_` variants never wait.
+///
+/// Dropping the writer detaches it: once every writer detached, readers drain what was
+/// committed, then get [`Error::Closed`]. Another writer may then attach and continue the
+/// stream after the last committed unit, as it may take over from a writer whose process died.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use shm_arena::{Error, Region};
+///
+/// let region = Region::create(1 << 16)?;
+/// let mut writer = region.writer()?;
+/// let reader = region.reader()?;
+///
+/// let mut unit = writer.begin_unit()?;
+/// unit.push(b"a header")?;                  // copied in
+/// unit.blob_mut(1000)?.fill(7);              // filled in place
+/// unit.commit()?;
+/// writer.write_unit(&[b"one", b"two"])?;     // the same in one call
+///
+/// writer.set_timeout(Some(Duration::ZERO));  // a full ring fails at once from now on
+/// let too_big = writer.begin_unit()?.blob_mut(1 << 16).map(|_| ());
+/// assert!(matches!(too_big, Err(Error::UnitTooLarge { .. })));
+/// # drop(reader);
+/// # Ok::<(), shm_arena::Error>(())
+/// ```
 pub struct Writer {
     store: Arc<Store>,
     /// The lane this writer fills (0 in SPSC).
@@ -37,26 +68,15 @@ pub struct Writer {
     spin: SpinBudget,
     /// Blob descriptors (offset from the unit's start, length) of the unit being written.
     descriptors: Vec<(u64, u64)>,
-    /// Scratch buffer for `send`'s envelope, kept to avoid an allocation per unit.
-    pub(crate) envelope: Vec<u8>,
-    /// Offload threshold for `send`.
-    pub(crate) encode_options: crate::codec::EncodeOptions,
 }
 
 impl Writer {
     pub(crate) fn attach(store: Arc<Store>) -> Result<Writer> {
-        let lane = if store.geometry().is_mpmc() {
-            crate::participants::attach_writer(&store)?
-        } else {
-            crate::peer::register(store.shared(), Role::Writer)?;
-            0
-        };
-        let (head, tail) = match crate::unit::load_cursors(&store, lane) {
+        let lane = attach_writer(&store)?;
+        let (head, tail) = match load_cursors(&store, lane) {
             Ok(cursors) => cursors,
             Err(e) => {
-                if store.geometry().is_mpmc() {
-                    crate::participants::detach_writer(&store, lane);
-                }
+                detach_writer(&store, lane);
                 return Err(e);
             }
         };
@@ -68,8 +88,6 @@ impl Writer {
             timeout: None,
             spin: SpinBudget::default(),
             descriptors: Vec::new(),
-            envelope: Vec::new(),
-            encode_options: crate::codec::EncodeOptions::default(),
         })
     }
 
@@ -105,10 +123,10 @@ impl Writer {
     /// Starts a unit. Blobs added to it wait for space up to the writer's timeout.
     ///
     /// # Errors
-    /// [`Error::Closed`] if the reader is gone (SPSC). In MPMC mode the readers are checked
-    /// only when the writer has to wait for space (a new reader may attach at any time), so
-    /// this does not fail: [`UnitWriter::push`] reports `Closed` / `PeerGone` when the lane is
-    /// full and no reader is left.
+    /// [`Error::Closed`] if every reader that attached has detached (a new one may attach at
+    /// any time, so this is checked again whenever the writer waits for space:
+    /// [`UnitWriter::push`] reports `Closed` / `PeerGone` when the ring is full and no reader
+    /// is left).
     #[inline]
     pub fn begin_unit(&mut self) -> Result<UnitWriter<'_>> {
         self.begin(true)
@@ -125,11 +143,7 @@ impl Writer {
 
     #[inline]
     fn begin(&mut self, blocking: bool) -> Result<UnitWriter<'_>> {
-        // Relaxed: only a hint to fail early; the wait for space re-checks with Acquire. (MPMC
-        // finds out whether readers are left only when it has to wait for space.)
-        if self.store.shared().signals.0.closed.load(Ordering::Relaxed) & READER_CLOSED != 0 {
-            return Err(Error::Closed(Role::Reader));
-        }
+        readers_gone(&self.store, self.lane)?;
         self.descriptors.clear();
         let start = self.head;
         debug_assert_eq!(start % BLOB_ALIGN, 0);
@@ -153,23 +167,82 @@ impl Writer {
         }
         unit.commit()
     }
+
+    /// Encodes `value` as one unit and commits it, waiting for space up to the writer's
+    /// timeout.
+    ///
+    /// Byte strings (`serde_bytes`, [`codec::Bytes`]) and [`codec::Array`]s of at least the
+    /// offload threshold (4096 bytes by default, see [`send_with`](Self::send_with)) are copied
+    /// once, straight into the ring; the rest is encoded into a small envelope (the format is
+    /// specified in `docs/FORMAT.md`). A plain `Vec<u8>` is a serde sequence and stays inline:
+    /// wrap it in `serde_bytes` or [`codec::Bytes`] to offload it. Readers decode it with
+    /// [`Unit::decode`](crate::Unit::decode).
+    ///
+    /// # Errors
+    /// [`Error::Codec`] if serialization fails; [`Error::UnitTooLarge`] if the encoded value
+    /// needs more than [`max_unit`](Self::max_unit); otherwise as [`UnitWriter::push`]. On
+    /// error nothing is published.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use serde::{Deserialize, Serialize};
+    /// use shm_arena::{codec::Array, Region};
+    ///
+    /// #[derive(Serialize, Deserialize)]
+    /// struct Frame<'a> {
+    ///     name: &'a str,
+    ///     #[serde(borrow)]
+    ///     pixels: Array<'a, f32>,
+    /// }
+    ///
+    /// let region = Region::create(1 << 20)?;
+    /// let (mut writer, reader) = (region.writer()?, region.reader()?);
+    /// let data = vec![0.5f32; 64 * 64];
+    /// writer.send(&Frame { name: "cam0", pixels: Array::from_slice(&data, &[64, 64])? })?;
+    ///
+    /// let unit = reader.next_unit(Duration::from_secs(1))?;
+    /// let frame: Frame = unit.decode()?;          // borrows from shared memory
+    /// assert_eq!(frame.name, "cam0");
+    /// assert_eq!(frame.pixels.shape(), &[64, 64]);
+    /// assert!(frame.pixels.is_borrowed());        // zero copies out
+    /// assert_eq!(frame.pixels.as_slice()[4095], 0.5);
+    /// # Ok::<(), shm_arena::Error>(())
+    /// ```
+    pub fn send<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
+        self.send_with(value, &EncodeOptions::default())
+    }
+
+    /// [`send`](Self::send) with encoder options (the offload threshold).
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    pub fn send_with<T: Serialize + ?Sized>(
+        &mut self,
+        value: &T,
+        options: &EncodeOptions,
+    ) -> Result<()> {
+        let mut unit = self.begin_unit()?;
+        codec::arena::encode_unit(value, options, &mut unit)?;
+        unit.commit()
+    }
+
+    /// [`send`](Self::send) that never waits: a full ring gives [`Error::WouldBlock`] and
+    /// nothing is published.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send), plus [`Error::WouldBlock`].
+    pub fn try_send<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
+        let mut unit = self.try_begin_unit()?;
+        codec::arena::encode_unit(value, &EncodeOptions::default(), &mut unit)?;
+        unit.commit()
+    }
 }
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        if self.store.geometry().is_mpmc() {
-            crate::participants::detach_writer(&self.store, self.lane);
-            return;
-        }
-        // Release: pairs with the Acquire load of `closed` in `Reader::try_next_unit`, which
-        // then sees every commit made before this.
-        self.store
-            .shared()
-            .signals
-            .0
-            .closed
-            .fetch_or(WRITER_CLOSED, Ordering::Release);
-        notify(&self.store, Signal::Data);
+        detach_writer(&self.store, self.lane);
     }
 }
 
@@ -305,34 +378,21 @@ impl UnitWriter<'_> {
         if !self.blocking {
             return Err(Error::WouldBlock("the ring is full"));
         }
-        let signals = &store.shared().signals.0;
         let cache = &mut writer.tail_cache;
-        let mpmc = store.geometry().is_mpmc();
         wait_for(
             store,
             Signal::Space(lane),
             &writer.spin,
             deadline_after(writer.timeout),
             "space in the ring",
-            || {
-                if mpmc {
-                    // Also releases units held by dead readers, which is what frees our lane.
-                    crate::participants::check_readers(store, lane, true)
-                } else {
-                    crate::peer::check(store.shared(), Role::Reader)
-                }
-            },
+            // Also releases units held by dead readers, which is what frees our lane.
+            || check_readers(store, lane, true),
             || {
                 if load_tail(cache)? {
                     return Ok(Some(()));
                 }
-                if mpmc {
-                    crate::participants::check_readers(store, lane, false)?;
-                }
-                // Acquire: pairs with the Release `fetch_or` in `Reader::drop`.
-                if signals.closed.load(Ordering::Acquire) & READER_CLOSED != 0 {
-                    return Err(Error::Closed(Role::Reader));
-                }
+                // Only clean detaches here (no /proc look-ups on every poll).
+                check_readers(store, lane, false)?;
                 Ok(None)
             },
         )
@@ -396,6 +456,15 @@ impl UnitWriter<'_> {
         self.writer.head = self.cursor;
         notify(store, Signal::Data);
         Ok(())
+    }
+}
+
+/// The codec copies each offloaded leaf straight into a blob of the unit.
+impl BlobSink for UnitWriter<'_> {
+    fn put_blob(&mut self, bytes: &[u8]) -> Result<u32> {
+        let index = self.push(bytes)?;
+        u32::try_from(index)
+            .map_err(|_| Error::Codec(format!("a unit holds at most {} blobs", u32::MAX)))
     }
 }
 

@@ -75,8 +75,8 @@ fn threshold_decides_what_is_offloaded() {
     let samples = vec![1.0f32; 64];
     let raw = vec![9u8; 100];
     for (threshold, blobs) in [(usize::MAX, 1), (256, 2), (0, 4)] {
-        writer.set_encode_options(EncodeOptions::with_offload_threshold(threshold));
-        writer.send(&item(&samples, &raw)).unwrap();
+        let options = EncodeOptions::with_offload_threshold(threshold);
+        writer.send_with(&item(&samples, &raw), &options).unwrap();
         let unit = reader.next_unit(WAIT).unwrap();
         assert_eq!(unit.blob_count(), blobs, "threshold {threshold}");
         let decoded: Item = unit.decode().unwrap();

@@ -59,7 +59,7 @@ fn region_header_corpus_has_accepted_headers() {
         let data = std::fs::read(entry.path()).unwrap();
         if let Some((len, header)) = data.split_first_chunk::<8>() {
             if let Ok(prefix) =
-                shm_arena::layout::validate_header_bytes(header, u64::from_le_bytes(*len))
+                shm_arena::fuzzing::validate_header_bytes(header, u64::from_le_bytes(*len))
             {
                 modes.push(prefix.mode);
             }

@@ -79,8 +79,8 @@ impl Held<'_> {
 
     fn end(self) {
         match self {
-            Held::Borrowed(u) => u.end(),
-            Held::Owned(u) => u.end(),
+            Held::Borrowed(u) => u.end_unit(),
+            Held::Owned(u) => u.end_unit(),
         }
     }
 }
@@ -690,7 +690,7 @@ fn threads_write_take_and_end_out_of_order() {
                     for (b, data) in blobs_of(i).iter().enumerate() {
                         assert_eq!(unit.blob(b).unwrap(), data.as_slice(), "unit {i} blob {b}");
                     }
-                    unit.end();
+                    unit.end_unit();
                 }
             }
         });

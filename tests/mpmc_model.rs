@@ -317,6 +317,9 @@ impl Harness {
         } else {
             WhenFull::Timeout
         };
+        // Every reader that attached has detached: the unit could never be read, so it fails
+        // at once, blocking or not, full or not.
+        let readers_gone = self.readers_ever && self.slots_in_use() == 0;
         let base = &self.bases[lane as usize];
         let writer = &mut self.writers[w].0;
         assert_eq!(writer.lane(), lane);
@@ -325,12 +328,23 @@ impl Harness {
             used: ALIGN,
             blobs: Vec::new(),
         };
-        let mut unit = if blocking {
+        let begun = if blocking {
             // Zero: a full lane fails at once (after a short spin) instead of waiting.
             writer.set_timeout(Some(Duration::ZERO));
-            writer.begin_unit().unwrap()
+            writer.begin_unit()
         } else {
-            writer.try_begin_unit().unwrap()
+            writer.try_begin_unit()
+        };
+        let mut unit = match begun {
+            Ok(unit) => {
+                assert!(
+                    !readers_gone,
+                    "begin_unit with every reader detached must fail"
+                );
+                unit
+            }
+            Err(Error::Closed(Role::Reader)) if readers_gone => return false,
+            Err(e) => panic!("lane {lane}: begin_unit failed: {e:?}"),
         };
         let mut stopped = false;
         for (i, &(len, in_place)) in blobs.iter().enumerate() {
@@ -465,7 +479,7 @@ impl Harness {
                     expected.slot = self.readers[r].slot;
                     self.held.push((unit.into_owned(), expected));
                 } else {
-                    unit.end();
+                    unit.end_unit();
                 }
             }
             (Err(false), Ok(None)) if !blocking => {}
@@ -481,7 +495,7 @@ impl Harness {
     fn end(&mut self, i: usize) {
         let (unit, expected) = self.held.remove(i);
         self.check_unit(&unit, &expected);
-        unit.end();
+        unit.end_unit();
     }
 
     /// Takes and ends everything with a fresh reader, then drops every writer: the region is
@@ -878,7 +892,7 @@ fn run_child(region: &Region, role: &str) -> Option<i32> {
 #[test]
 #[cfg_attr(miri, ignore = "starts a child process")]
 fn takeover_keeps_units_of_a_clean_reader() {
-    let region = Region::create_mpmc(4096, 1, 1).unwrap();
+    let region = Region::create_with(RegionOptions::new(4096).mpmc(1, 1)).unwrap();
     let mut writer = region.writer().unwrap();
     let first = region.reader().unwrap();
     writer.write_unit(&[&[7; 1000]]).unwrap();

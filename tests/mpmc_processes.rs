@@ -30,7 +30,7 @@ use std::process::{Child, ChildStdin, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use shm_arena::{unit_size, Error, Region, Role, Unit, UnitWriter, Writer};
+use shm_arena::{unit_size, Error, Region, RegionOptions, Role, Unit, UnitWriter, Writer};
 
 // ---------------------------------------------------------------------------------------------
 // Child processes
@@ -794,7 +794,7 @@ fn stress_3_writers_3_readers() {
     let total = stress_total();
     let lane_capacity = 1 << 20;
     let max_blob = 64 * 1024;
-    let region = Region::create_mpmc(lane_capacity, 3, 3).unwrap();
+    let region = Region::create_with(RegionOptions::new(lane_capacity).mpmc(3, 3)).unwrap();
     let counts: Vec<u64> = (0..3)
         .map(|w| total / 3 + u64::from(w < total % 3))
         .collect();
@@ -940,7 +940,7 @@ struct KillPoint {
 
 /// One kill round; `victim` 0..3 is a writer, 3..6 a reader.
 fn kill_round(round: u64, seed: u64, victim: usize, point: KillPoint) -> RoundOutcome {
-    let region = Region::create_mpmc(KILL_ROUND_LANE, 3, 3).unwrap();
+    let region = Region::create_with(RegionOptions::new(KILL_ROUND_LANE).mpmc(3, 3)).unwrap();
     let mut children: Vec<ChildGuard> = (0..3)
         .map(|w| {
             let seed = seed ^ (w + 1u64).wrapping_mul(0xA24B_AED4_963E_E407);
@@ -1096,7 +1096,7 @@ fn writer_killed_mid_unit_does_not_wedge_readers() {
     const OWN_ID: u64 = 1;
     const HEIR_ID: u64 = 2;
     const UNITS: u64 = 40;
-    let region = Region::create_mpmc(64 * 1024, 2, 2).unwrap();
+    let region = Region::create_with(RegionOptions::new(64 * 1024).mpmc(2, 2)).unwrap();
     // This process holds one lane for the whole test, so the child gets the other one and the
     // readers cannot see the region close while the child is dead.
     let mut own = region.writer().unwrap();
@@ -1198,7 +1198,7 @@ fn writer_killed_mid_unit_does_not_wedge_readers() {
 #[test]
 fn reader_killed_holding_units_does_not_wedge_writer() {
     const SEED: u64 = 3;
-    let region = Region::create_mpmc(64 * 1024, 1, 2).unwrap();
+    let region = Region::create_with(RegionOptions::new(64 * 1024).mpmc(1, 2)).unwrap();
     let mut writer = region.writer().unwrap();
     let mut holder = ChildGuard::spawn(
         "holder".into(),

@@ -839,9 +839,11 @@ fn child_role_taker() {
     }
     let _reader = region.reader().unwrap();
     say_ready();
+    park_until_killed();
 }
 
-/// Test 5: each role is taken once per region, in this process or another.
+/// Test 5: each role is held by one live handle at a time, in this process or another; a
+/// dropped or dead holder's role can be taken.
 #[test]
 fn roles_are_exclusive_across_processes() {
     let region = Region::create(1 << 16).unwrap();
@@ -854,20 +856,23 @@ fn roles_are_exclusive_across_processes() {
         }) => assert_eq!(pid, me),
         other => panic!("second writer in the same process: {other:?}"),
     }
-    // Even once the first writer is gone: a newcomer could not know its cursors.
+    // Once the first writer is dropped, a new one may attach: it continues the stream after
+    // the last committed unit.
+    let mut writer = writer;
+    writer.write_unit(&[b"before"]).unwrap();
     drop(writer);
-    assert!(matches!(
-        region.writer(),
-        Err(Error::RoleTaken {
-            role: Role::Writer,
-            ..
-        })
-    ));
+    let mut writer = region.writer().unwrap();
+    writer.write_unit(&[b"after"]).unwrap();
+    let reader = region.reader().unwrap();
+    for expected in [&b"before"[..], b"after"] {
+        let unit = reader.next_unit(Duration::from_secs(5)).unwrap();
+        assert_eq!(unit.blob(0).unwrap(), expected);
+    }
+    drop(reader);
 
     let mut child = ChildGuard::spawn("role_taker", &region, &[]);
     let pid = child.pid();
     child.wait_ready(Duration::from_secs(30));
-    assert!(child.wait(Duration::from_secs(30)).success());
     match region.reader() {
         Err(Error::RoleTaken {
             role: Role::Reader,
@@ -875,6 +880,22 @@ fn roles_are_exclusive_across_processes() {
         }) => assert_eq!(holder, pid),
         other => panic!("reader taken by the child, then asked here: {other:?}"),
     }
+    // Once the child's process is dead (even a zombie), its reader role can be taken over.
+    child.kill_without_reaping();
+    let until = Instant::now() + Duration::from_secs(10);
+    let reader = loop {
+        match region.reader() {
+            Ok(reader) => break reader,
+            Err(Error::RoleTaken { .. }) if Instant::now() < until => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            other => panic!("taking over the reader of a killed child: {other:?}"),
+        }
+    };
+    writer.write_unit(&[b"to the new reader"]).unwrap();
+    let unit = reader.next_unit(Duration::from_secs(5)).unwrap();
+    assert_eq!(unit.blob(0).unwrap(), b"to the new reader");
+    drop(child);
 }
 
 /// Test 6: a named region's name goes away with the creator's last handle, not before, and

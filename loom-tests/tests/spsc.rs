@@ -77,7 +77,7 @@ fn laps_with_wrap() {
                 "unit {unit}"
             );
             check_blob(unit, len, u.blob(0).unwrap());
-            u.end();
+            u.end_unit();
         }
         producer.join().unwrap();
 

@@ -100,6 +100,7 @@
 //! never allocates more than a small multiple of the envelope's length, and recurses at most
 //! [`MAX_DEPTH`] levels.
 
+pub(crate) mod arena;
 mod array;
 mod bytes;
 mod de;
@@ -147,9 +148,7 @@ pub trait BlobSource<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct EncodeOptions {
-    /// Byte strings and arrays of at least this many bytes are offloaded into blobs; smaller ones
-    /// stay inline in the envelope. Default 4096. Zero offloads every byte string and array.
-    pub offload_threshold: usize,
+    offload_threshold: usize,
 }
 
 impl EncodeOptions {
@@ -157,9 +156,19 @@ impl EncodeOptions {
     /// cost more than copying the bytes inline.
     pub const DEFAULT_OFFLOAD_THRESHOLD: usize = 4096;
 
+    /// The defaults (see [`Default`]).
+    pub fn new() -> Self {
+        EncodeOptions::default()
+    }
+
     /// Options with the given [`offload_threshold`](EncodeOptions::offload_threshold).
     pub const fn with_offload_threshold(offload_threshold: usize) -> Self {
         EncodeOptions { offload_threshold }
+    }
+
+    /// The offload threshold (default [`DEFAULT_OFFLOAD_THRESHOLD`](Self::DEFAULT_OFFLOAD_THRESHOLD)).
+    pub fn offload_threshold(&self) -> usize {
+        self.offload_threshold
     }
 }
 

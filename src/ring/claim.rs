@@ -8,16 +8,17 @@
 //! that case, because positions grow monotonically and never repeat, so stale contents are
 //! never acted on.
 //!
-//! Units are ended exactly as in SPSC (`View::release`): the in-order fast path and the
+//! Units are ended exactly as in SPSC (`release.rs`): the in-order fast path and the
 //! out-of-order marks are already safe for concurrent enders.
 //!
 //! Around the CAS the reader publishes its intent and afterwards tags the record with its slot,
-//! so that survivors can release the units of a reader that dies (see `participants.rs`).
+//! so that survivors can release the units of a reader that dies (see `reap.rs`).
 
-use crate::layout::{BLOB_ALIGN, CLAIMED_BASE};
+use crate::layout::{ReaderSlot, BLOB_ALIGN, CLAIMED_BASE};
+use crate::ring::view::View;
 use crate::storage::{Storage, Store};
 use crate::sync::Ordering;
-use crate::unit::View;
+use crate::tuning::READ_AHEAD;
 use crate::{Error, Result};
 
 /// Tries to claim one committed unit, looking at every lane once starting with `first`.
@@ -40,12 +41,7 @@ pub(crate) fn try_claim(store: &Store, slot: u32, first: u32) -> Result<Option<V
 }
 
 #[inline]
-fn claim_in_lane(
-    store: &Store,
-    reader: &crate::layout::ReaderSlot,
-    slot: u32,
-    lane: u32,
-) -> Result<Option<View>> {
+fn claim_in_lane(store: &Store, reader: &ReaderSlot, slot: u32, lane: u32) -> Result<Option<View>> {
     let cursors = store.lane(lane);
     let cap = store.capacity();
     loop {
@@ -66,7 +62,7 @@ fn claim_in_lane(
         } else {
             // The record and the blob lines after it, fetched together rather than the blob's
             // after the record's (as the SPSC reader does: `READ_AHEAD`).
-            store.prefetch(lane, claim, (head - claim).min(crate::reader::READ_AHEAD));
+            store.prefetch(lane, claim, (head - claim).min(READ_AHEAD));
             View::read(store, lane, claim, head)
         };
         let view = match read {
@@ -93,7 +89,7 @@ fn claim_in_lane(
         };
         let intent = claim | u64::from(lane + 1);
         // Relaxed: ordered before the CAS by the CAS's Release half; a survivor that sees the
-        // CAS's value (Acquire) sees this intent (see `participants.rs`).
+        // CAS's value (Acquire) sees this intent (see `reap.rs`).
         reader.intent.store(intent, Ordering::Relaxed);
         // AcqRel: Release publishes the intent (above) to survivors and our head load to the
         // next claimer; Acquire orders us after the previous claimer.

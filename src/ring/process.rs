@@ -1,17 +1,5 @@
-//! Liveness of the process playing the other role: pid plus start time, so a pid reused by an
-//! unrelated process after the peer died is not mistaken for the peer.
-
-use crate::error::Role;
-use crate::layout::{PeerSlot, Shared};
-use crate::sync::Ordering;
-use crate::{Error, Result};
-
-fn slot(shared: &Shared, role: Role) -> &PeerSlot {
-    match role {
-        Role::Writer => &shared.peers.0.writer,
-        Role::Reader => &shared.peers.0.reader,
-    }
-}
+//! Whether a process is alive: pid plus start time, so a pid reused by an unrelated process
+//! after the participant died is not mistaken for it.
 
 /// This process: (pid, start time in clock ticks since boot; 0 where unknown).
 pub(crate) fn me() -> (u32, u64) {
@@ -20,62 +8,6 @@ pub(crate) fn me() -> (u32, u64) {
     return (pid, 0);
     #[cfg(not(any(miri, shm_arena_loom)))]
     return (pid, stat(pid).map_or(0, |s| s.start_time));
-}
-
-/// Claims `role` for this process.
-///
-/// # Errors
-/// [`Error::RoleTaken`] if any handle, live or dead, has claimed it before: an SPSC ring's
-/// cursors belong to the handle that claimed the role, and a newcomer could not know them.
-pub(crate) fn register(shared: &Shared, role: Role) -> Result<()> {
-    let slot = slot(shared, role);
-    let (pid, start) = me();
-    // Relaxed is enough for the start time: it is only read after the pid (Acquire below).
-    slot.start_time.store(0, Ordering::Relaxed);
-    // AcqRel: the winning CAS publishes our claim; a loser's Acquire sees the holder's pid.
-    match slot
-        .pid
-        .compare_exchange(0, u64::from(pid), Ordering::AcqRel, Ordering::Acquire)
-    {
-        Ok(_) => {
-            // Release: pairs with the Acquire load in `check`.
-            slot.start_time.store(start, Ordering::Release);
-            Ok(())
-        }
-        Err(holder) => Err(Error::RoleTaken {
-            role,
-            pid: holder as u32,
-        }),
-    }
-}
-
-/// Whether the process registered for `role` (if any) still runs.
-///
-/// # Errors
-/// [`Error::PeerGone`] if it exited, is a zombie, or its pid now names another process;
-/// [`Error::Corrupt`] if the slot holds an impossible pid.
-pub(crate) fn check(shared: &Shared, role: Role) -> Result<()> {
-    let slot = slot(shared, role);
-    // Acquire: pairs with the Release stores in `register`.
-    let pid = slot.pid.load(Ordering::Acquire);
-    let start = slot.start_time.load(Ordering::Acquire);
-    if pid == 0 {
-        return Ok(());
-    }
-    if pid > u64::from(u32::MAX) {
-        return Err(Error::corrupt(
-            format!("the {role} slot holds pid {pid}, which no process can have"),
-            0,
-        ));
-    }
-    if alive(pid as u32, start) {
-        Ok(())
-    } else {
-        Err(Error::PeerGone {
-            role,
-            pid: pid as u32,
-        })
-    }
 }
 
 /// Whether the process `pid` that started at `start` (0: unknown) is alive.

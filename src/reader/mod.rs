@@ -1,0 +1,279 @@
+//! The reading side: takes committed units and hands them out as guards ([`Unit`],
+//! [`OwnedUnit`]) whose blobs are views of shared memory.
+//!
+//! The mode is decided once, when the reader attaches: an SPSC reader moves through its lane
+//! alone ([`spsc`]), MPMC readers claim units from any lane ([`mpmc`]). Waiting, ending units
+//! and decoding values are the same for both.
+
+mod mpmc;
+mod spsc;
+mod unit;
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::ring::participants::{attach_reader, check_writers, SlotLease};
+use crate::ring::view::View;
+use crate::spin::SpinBudget;
+use crate::storage::{Storage, Store};
+use crate::sync::Arc;
+use crate::wait::{deadline_after, wait_for, Signal};
+use crate::Result;
+
+pub use unit::{unit_size, OwnedUnit, Unit};
+
+use mpmc::MpmcCursor;
+use spsc::SpscCursor;
+
+/// How a reader moves through the region, decided when it attaches.
+#[derive(Debug)]
+enum Cursor {
+    Spsc(SpscCursor),
+    Mpmc(MpmcCursor),
+}
+
+/// A reader: the single reader of an SPSC ring, or one of an MPMC region's readers.
+///
+/// Units come out as [`Unit`] guards; any number may be held at once and ended in any order
+/// ([`Unit::end_unit`], or dropping it). In SPSC they come in commit order. In MPMC each unit
+/// goes to exactly one reader; a writer's units are claimed in its commit order, and readers
+/// take turns over the writers' lanes (a reader takes up to 16 units in a row from one lane,
+/// and moves on at once when the lane has none), so a writer that stalls mid-unit holds back
+/// no other writer's units.
+///
+/// A reader is `Send` but not `Sync`: one thread takes units at a time ([`OwnedUnit`]s may be
+/// ended from any thread). For more reading threads, attach more readers (MPMC).
+///
+/// Dropping the reader detaches it once its owned units are gone too: a writer waiting for
+/// space then fails with [`Error::Closed`](crate::Error::Closed), and another reader may attach
+/// and continue after the last unit this one took. A reader whose process dies is replaced the
+/// same way: the units it held are released (lost to it, never delivered twice).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use shm_arena::{Error, Region};
+///
+/// let region = Region::create(1 << 16)?;
+/// let mut writer = region.writer()?;
+/// let reader = region.reader()?;
+/// writer.write_unit(&[b"one"])?;
+/// writer.write_unit(&[b"two"])?;
+///
+/// let first = reader.next_unit(Duration::from_secs(1))?;
+/// let second = reader.try_next_unit()?.expect("committed before");
+/// assert_eq!(second.blob(0)?, b"two");
+/// second.end_unit(); // units end in any order
+/// assert_eq!(first.blob(0)?, b"one");
+/// drop(first);
+///
+/// drop(writer); // the writer detaches: the reader drains, then sees the ring closed
+/// assert!(matches!(reader.try_next_unit(), Err(Error::Closed(_))));
+/// # Ok::<(), shm_arena::Error>(())
+/// ```
+pub struct Reader {
+    store: Arc<Store>,
+    cursor: Cursor,
+    /// This reader's slot, shared with the owned units it hands out.
+    lease: Arc<SlotLease>,
+    /// How long `next_unit` spins before it sleeps (adapts to how long waits turn out).
+    spin: SpinBudget,
+}
+
+impl Reader {
+    pub(crate) fn attach(store: Arc<Store>) -> Result<Reader> {
+        let slot = attach_reader(&store)?;
+        // From here on the lease detaches the slot, whatever happens.
+        let lease = Arc::new(SlotLease {
+            store: Arc::clone(&store),
+            slot,
+        });
+        let cursor = if store.geometry().mpmc {
+            Cursor::Mpmc(MpmcCursor::new(&store, slot))
+        } else {
+            Cursor::Spsc(SpscCursor::attach(&store)?)
+        };
+        Ok(Reader {
+            store,
+            cursor,
+            lease,
+            spin: SpinBudget::default(),
+        })
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Whether no unit at or after `end` was handed out (SPSC only: an MPMC lane's next unit
+    /// may be with another reader). Called on the reader's thread (a borrowed unit is not
+    /// `Send`), so it cannot race with `try_next_unit`.
+    #[inline]
+    pub(crate) fn is_last_taken(&self, end: u64) -> bool {
+        match &self.cursor {
+            Cursor::Spsc(cursor) => cursor.is_last_taken(end),
+            Cursor::Mpmc(_) => false,
+        }
+    }
+
+    /// The handle an owned unit keeps: the region and this reader's slot.
+    pub(crate) fn lease(&self) -> Arc<SlotLease> {
+        Arc::clone(&self.lease)
+    }
+
+    /// The next committed unit, if there is one now. Never blocks.
+    ///
+    /// # Errors
+    /// [`Error::Closed`](crate::Error::Closed) once every writer that attached detached and
+    /// every committed unit was taken; [`Error::Corrupt`](crate::Error::Corrupt) if the next
+    /// record is impossible (the reader does not move past it).
+    #[inline]
+    pub fn try_next_unit(&self) -> Result<Option<Unit<'_>>> {
+        Ok(self.take(true)?.map(|view| Unit::new(self, view)))
+    }
+
+    #[inline]
+    fn take(&self, by_stamp: bool) -> Result<Option<View>> {
+        match &self.cursor {
+            Cursor::Spsc(cursor) => cursor.take(&self.store, by_stamp),
+            Cursor::Mpmc(cursor) => cursor.take(&self.store),
+        }
+    }
+
+    /// The next committed unit, waiting at most `timeout` for one.
+    ///
+    /// Spins briefly (for a budget that adapts to how long this reader's waits are), then
+    /// sleeps on a futex in the region's header; a writer that commits wakes it. While
+    /// sleeping it checks every 100 ms that a writer's process is alive.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`](crate::Error::Timeout) after `timeout`;
+    /// [`Error::Closed`](crate::Error::Closed) when every writer detached and everything
+    /// committed was taken; [`Error::PeerGone`](crate::Error::PeerGone) when a writer's process
+    /// died (after everything it committed was taken); [`Error::Corrupt`](crate::Error::Corrupt)
+    /// as for [`try_next_unit`](Self::try_next_unit).
+    #[inline]
+    pub fn next_unit(&self, timeout: Duration) -> Result<Unit<'_>> {
+        if let Some(unit) = self.try_next_unit()? {
+            return Ok(unit);
+        }
+        let store = &*self.store;
+        let view = wait_for(
+            store,
+            Signal::Data,
+            &self.spin,
+            deadline_after(Some(timeout)),
+            "a committed unit",
+            || check_writers(store, true),
+            || self.take(false),
+        )?;
+        Ok(Unit::new(self, view))
+    }
+
+    /// Bytes in the ring (in MPMC: in each lane).
+    pub fn capacity(&self) -> u64 {
+        self.store.capacity()
+    }
+
+    #[cfg(test)]
+    fn spsc_next(&self) -> u64 {
+        match &self.cursor {
+            Cursor::Spsc(cursor) => cursor.next(),
+            Cursor::Mpmc(_) => panic!("not an SPSC reader"),
+        }
+    }
+}
+
+impl fmt::Debug for Reader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reader")
+            .field("slot", &self.lease.slot)
+            .field("cursor", &self.cursor)
+            .field("capacity", &self.store.capacity())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::storage::Storage;
+    use crate::sync::Ordering;
+    use crate::tuning::LANE_STREAK;
+    use crate::{Backing, Error, Region, RegionOptions};
+
+    /// A reader that keeps up with its writer takes the next unit by its record's stamp even
+    /// when the head store after it has not landed yet, and a head that lags behind it is not
+    /// taken for corruption; a head that moves back from one it saw is.
+    #[test]
+    fn a_unit_is_taken_by_its_stamp_ahead_of_the_head() {
+        let region =
+            Region::create_with(RegionOptions::new(4096).backing(Backing::Anonymous)).unwrap();
+        let mut writer = region.writer().unwrap();
+        let reader = region.reader().unwrap();
+        writer.write_unit(&[b"first"]).unwrap();
+        // One head load that published one unit: the reader switches to stamps.
+        assert_eq!(
+            reader.try_next_unit().unwrap().unwrap().blob(0).unwrap(),
+            b"first"
+        );
+        let second_at = reader.spsc_next();
+        writer.write_unit(&[b"second"]).unwrap();
+        let head = &reader.store().lane(0).head.0;
+        let published = head.load(Ordering::Relaxed);
+        // As if the writer's head store were still on its way.
+        head.store(second_at, Ordering::Relaxed);
+        let unit = reader.try_next_unit().unwrap().expect("taken by its stamp");
+        assert_eq!(unit.blob(0).unwrap(), b"second");
+        drop(unit);
+        assert!(
+            reader.try_next_unit().unwrap().is_none(),
+            "a lagging head is not an error"
+        );
+        head.store(published, Ordering::Relaxed);
+        assert!(reader.try_next_unit().unwrap().is_none());
+        head.store(second_at - 64, Ordering::Relaxed);
+        assert!(matches!(reader.try_next_unit(), Err(Error::Corrupt { .. })));
+    }
+
+    /// One reader, three full lanes: it takes `LANE_STREAK` units from a lane, then moves on
+    /// (not one unit per lane, not one lane until it is empty), and moves on early from a
+    /// lane that runs dry.
+    #[test]
+    fn a_reader_takes_a_bounded_streak_from_each_lane() {
+        let region = Region::create_with(
+            RegionOptions::new(8192)
+                .mpmc(3, 1)
+                .backing(Backing::Anonymous),
+        )
+        .unwrap();
+        let per_lane = 2 * LANE_STREAK + 5;
+        let mut writers: Vec<_> = (0..3).map(|_| region.writer().unwrap()).collect();
+        for writer in &mut writers {
+            for i in 0..per_lane {
+                writer.write_unit(&[&i.to_le_bytes()]).unwrap();
+            }
+        }
+        let reader = region.reader().unwrap();
+        let mut runs: Vec<(u32, u32)> = Vec::new();
+        while let Some(unit) = reader.try_next_unit().unwrap() {
+            match runs.last_mut() {
+                Some((lane, n)) if *lane == unit.lane() => *n += 1,
+                _ => runs.push((unit.lane(), 1)),
+            }
+        }
+        let s = LANE_STREAK;
+        let expected = [
+            (0, s),
+            (1, s),
+            (2, s),
+            (0, s),
+            (1, s),
+            (2, s),
+            (0, 5),
+            (1, 5),
+            (2, 5),
+        ];
+        assert_eq!(runs, expected);
+    }
+}

@@ -1,0 +1,187 @@
+//! Unit guards: a committed unit as its reader holds it, borrowed ([`Unit`]) or owned
+//! ([`OwnedUnit`]); blob views, values, and ending.
+
+use std::fmt;
+
+use serde::Deserialize;
+
+use crate::codec;
+use crate::layout::{align_up, DESCRIPTOR_SIZE, INLINE_BLOBS, RECORD_SIZE};
+use crate::reader::Reader;
+use crate::ring::participants::SlotLease;
+use crate::ring::release::{release, release_with};
+use crate::ring::view::View;
+use crate::storage::Store;
+use crate::sync::Arc;
+use crate::Result;
+
+/// The blobs of a unit as the codec reads them.
+struct UnitBlobs<'u> {
+    store: &'u Store,
+    view: &'u View,
+}
+
+impl<'u> codec::arena::UnitSource<'u> for UnitBlobs<'u> {
+    fn blob_count(&self) -> u64 {
+        self.view.count
+    }
+
+    fn blob(&self, index: usize) -> Result<&'u [u8]> {
+        self.view.blob(self.store, index)
+    }
+}
+
+/// A committed unit, borrowed from its [`Reader`]. Dropping it ends the unit.
+///
+/// Blob views borrow from the guard, so the borrow checker rejects any use of a view after the
+/// unit was ended. Units may be ended in any order.
+pub struct Unit<'r> {
+    reader: &'r Reader,
+    view: View,
+}
+
+impl<'r> Unit<'r> {
+    /// The guard for a unit `reader` just took.
+    #[inline]
+    pub(crate) fn new(reader: &'r Reader, view: View) -> Unit<'r> {
+        Unit { reader, view }
+    }
+
+    fn store(&self) -> &Store {
+        self.reader.store()
+    }
+
+    /// Detaches the unit from the reader's borrow: the owned form is `Send + 'static` and keeps
+    /// the region mapped. The space stays reserved until it is dropped.
+    pub fn into_owned(self) -> OwnedUnit {
+        let lease = self.reader.lease();
+        let owned = OwnedUnit {
+            store: Arc::clone(&lease.store),
+            view: self.view,
+            _lease: lease,
+        };
+        std::mem::forget(self);
+        owned
+    }
+}
+
+impl Drop for Unit<'_> {
+    fn drop(&mut self) {
+        let next_not_taken = self.reader.is_last_taken(self.view.start + self.view.span);
+        release_with(self.reader.store(), &self.view, next_not_taken);
+    }
+}
+
+/// A committed unit that owns a handle on its region: it may move to another thread and outlive
+/// the reader's borrow. Dropping it ends the unit.
+pub struct OwnedUnit {
+    store: Arc<Store>,
+    view: View,
+    /// Keeps the reader's slot attached while this unit is the slot's (dropped after the unit
+    /// is ended, in `Drop`).
+    _lease: Arc<SlotLease>,
+}
+
+impl OwnedUnit {
+    fn store(&self) -> &Store {
+        &self.store
+    }
+}
+
+impl Drop for OwnedUnit {
+    fn drop(&mut self) {
+        release(&self.store, &self.view);
+    }
+}
+
+/// The read access both unit forms share, written once.
+macro_rules! unit_access {
+    ($unit:ty, $name:literal) => {
+        impl $unit {
+            /// Number of blobs in the unit.
+            pub fn blob_count(&self) -> usize {
+                self.view.count as usize
+            }
+
+            /// Blob `index`: contiguous, 64-byte aligned, straight from shared memory.
+            ///
+            /// # Errors
+            /// [`Error::InvalidArgument`] if there is no such blob; [`Error::Corrupt`] if the
+            /// writer's descriptor of it points outside the unit.
+            #[inline]
+            pub fn blob(&self, index: usize) -> Result<&[u8]> {
+                self.view.blob(self.store(), index)
+            }
+
+            /// Every blob in order.
+            pub fn blobs(&self) -> impl Iterator<Item = Result<&[u8]>> + '_ {
+                (0..self.blob_count()).map(|i| self.blob(i))
+            }
+
+            /// The unit's ring position in its lane (unique for the region's lifetime within
+            /// the lane: `(lane(), position())` names a unit).
+            pub fn position(&self) -> u64 {
+                self.view.start
+            }
+
+            /// The lane the unit came from: always 0 in an SPSC region, the writer's lane
+            /// ([`Writer::lane`](crate::Writer::lane)) in an MPMC region.
+            pub fn lane(&self) -> u32 {
+                self.view.lane
+            }
+
+            /// Bytes the unit occupies in the ring, record and padding included.
+            pub fn span(&self) -> u64 {
+                self.view.span
+            }
+
+            /// Ends the unit: its space returns to the writer once every unit before it has
+            /// ended. The same as dropping it; the borrow checker keeps every view of the unit
+            /// from outliving this call.
+            pub fn end_unit(self) {}
+
+            /// Decodes a unit written by [`Writer::send`](crate::Writer::send). `&str`,
+            /// `&[u8]` (with `serde_bytes`), `Cow`, [`codec::Bytes`] and [`codec::Array`]
+            /// fields borrow from shared memory; owned types copy.
+            ///
+            /// # Errors
+            /// [`Error::Codec`](crate::Error::Codec) if the envelope is malformed, does not
+            /// match `T`, or points at blobs the unit does not have;
+            /// [`Error::Corrupt`](crate::Error::Corrupt) if a blob lies outside the unit.
+            pub fn decode<'u, T: Deserialize<'u>>(&'u self) -> Result<T> {
+                codec::arena::decode_unit(&UnitBlobs {
+                    store: self.store(),
+                    view: &self.view,
+                })
+            }
+        }
+
+        impl fmt::Debug for $unit {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct($name)
+                    .field("lane", &self.view.lane)
+                    .field("position", &self.view.start)
+                    .field("span", &self.view.span)
+                    .field("blobs", &self.view.count)
+                    .finish()
+            }
+        }
+    };
+}
+
+unit_access!(Unit<'_>, "Unit");
+unit_access!(OwnedUnit, "OwnedUnit");
+
+/// Bytes a unit with blobs of these lengths needs, record and alignment included, not counting
+/// padding at the ring's end (which the [`crate::Writer::max_unit`] limit already allows for).
+pub fn unit_size(blob_lengths: &[usize]) -> u64 {
+    let blobs = blob_lengths.iter().fold(0u64, |sum, &l| {
+        sum.saturating_add(align_up((l as u64).min(u64::MAX / 2)))
+    });
+    let table = if blob_lengths.len() as u64 > INLINE_BLOBS {
+        align_up(blob_lengths.len() as u64 * DESCRIPTOR_SIZE)
+    } else {
+        0
+    };
+    RECORD_SIZE.saturating_add(blobs).saturating_add(table)
+}

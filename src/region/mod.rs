@@ -1,0 +1,223 @@
+//! Regions: the handle on one shared mapping, from which writers and readers attach.
+//!
+//! The handle and its options live here; the OS backings (memfd, POSIX shm, heap) are in
+//! `os.rs`, handing a region to a child process in `inherit.rs`.
+
+use std::fmt;
+
+use crate::error::Role;
+use crate::layout::validate_capacity;
+use crate::reader::Reader;
+use crate::ring::participants::role_alive;
+use crate::storage::{Storage, Store};
+use crate::sync::Arc;
+use crate::writer::Writer;
+use crate::{Error, Result};
+
+#[cfg(not(shm_arena_loom))]
+use std::os::fd::OwnedFd;
+
+#[cfg(not(shm_arena_loom))]
+mod inherit;
+mod options;
+#[cfg(not(shm_arena_loom))]
+mod os;
+
+pub use options::{Backing, Mode, RegionOptions};
+
+/// A snapshot of a lane's cursors (see [`Region::cursors`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursors {
+    /// Every unit before this position is committed.
+    pub head: u64,
+    /// Every unit before this position was ended and its bytes returned to the writer.
+    pub tail: u64,
+    /// Every unit before this position was taken by a reader.
+    pub claim: u64,
+}
+
+/// Environment variable naming the descriptor a child inherits (see
+/// [`Region::share_with_child`]).
+pub const REGION_FD_ENV: &str = "SHM_ARENA_FD";
+
+/// One shared mapping: a header followed by the data ring (SPSC) or one ring per writer
+/// (MPMC).
+///
+/// An SPSC region hands out one [`Writer`] and one [`Reader`] (each in whichever process
+/// opened it) at a time. An MPMC region ([`RegionOptions::mpmc`]) hands out up to its limits
+/// of each, in any processes; see [`Mode::Mpmc`] and the crate docs for its guarantees. Handles keep the
+/// mapping alive, so the region itself may be dropped once they exist.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use shm_arena::Region;
+///
+/// let region = Region::create(1 << 16)?;
+/// let mut writer = region.writer()?;
+/// let reader = region.reader()?;
+///
+/// let mut unit = writer.begin_unit()?;
+/// unit.push(b"metadata")?;
+/// unit.blob_mut(4)?.copy_from_slice(&[1, 2, 3, 4]); // filled in place
+/// unit.commit()?;
+///
+/// let unit = reader.next_unit(Duration::from_secs(1))?;
+/// assert_eq!(unit.blob(0)?, b"metadata");
+/// assert_eq!(unit.blob(1)?, &[1, 2, 3, 4]);
+/// drop(unit); // ends the unit: its space goes back to the writer
+/// # Ok::<(), shm_arena::Error>(())
+/// ```
+pub struct Region {
+    store: Arc<Store>,
+    #[cfg(not(shm_arena_loom))]
+    fd: Option<OwnedFd>,
+    #[cfg(not(shm_arena_loom))]
+    name: Option<String>,
+}
+
+impl Region {
+    /// Creates a memfd-backed region with a ring of `capacity` bytes.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a bad capacity; [`Error::Io`] if the OS refuses.
+    pub fn create(capacity: u64) -> Result<Region> {
+        Region::create_with(RegionOptions::new(capacity))
+    }
+
+    /// Creates a region as `options` say.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a bad capacity; [`Error::Io`] if the OS refuses.
+    pub fn create_with(options: RegionOptions) -> Result<Region> {
+        validate_capacity(options.capacity).map_err(Error::InvalidArgument)?;
+        if let Mode::Mpmc { .. } = options.mode {
+            options
+                .mode
+                .geometry()
+                .validate_mpmc()
+                .map_err(Error::InvalidArgument)?;
+        }
+        #[cfg(not(any(shm_arena_loom, miri)))]
+        {
+            // The ring must be whole pages so the header page and the ring map cleanly.
+            let page = rustix::param::page_size() as u64;
+            if options.capacity % page != 0 {
+                return Err(Error::InvalidArgument(format!(
+                    "capacity {} is not a multiple of the page size {page}",
+                    options.capacity
+                )));
+            }
+        }
+        Region::create_backing(options)
+    }
+
+    /// SPSC or MPMC, with the MPMC limits.
+    pub fn mode(&self) -> Mode {
+        Mode::of(self.store.geometry())
+    }
+
+    /// Attaches a writer handle in this process: takes a free lane (SPSC: the one lane), or
+    /// the lane of a writer that was dropped or whose process died. The new writer continues
+    /// after the last unit committed there (a dead writer's committed units are still
+    /// delivered; the unit it had begun is dropped).
+    ///
+    /// # Errors
+    /// [`Error::RoleTaken`] if every lane has a live writer (SPSC: the writer is attached, in
+    /// this process or another); [`Error::Corrupt`] if the lane's cursors are impossible.
+    pub fn writer(&self) -> Result<Writer> {
+        Writer::attach(Arc::clone(&self.store))
+    }
+
+    /// Attaches a reader handle in this process: takes a free reader slot (SPSC: the one
+    /// slot), or the slot of a reader that detached (see [`Reader`]) or whose process died,
+    /// after releasing the units the dead one held (lost to it, never delivered twice). An
+    /// SPSC reader continues after the last unit its predecessor took.
+    ///
+    /// # Errors
+    /// [`Error::RoleTaken`] if every reader slot has a live reader (SPSC: the reader is
+    /// attached, in this process or another); [`Error::Corrupt`] if the cursors are
+    /// impossible.
+    pub fn reader(&self) -> Result<Reader> {
+        Reader::attach(Arc::clone(&self.store))
+    }
+
+    #[cfg_attr(shm_arena_loom, allow(dead_code))]
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Ring size in bytes (MPMC: of each lane).
+    pub fn capacity(&self) -> u64 {
+        self.store.capacity()
+    }
+
+    /// The ring's cursors now (MPMC: lane 0's; see [`lane_cursors`](Self::lane_cursors)),
+    /// for monitoring and tests: `head - tail` bytes are committed and not yet returned by the
+    /// reader. A snapshot: both may move right after.
+    pub fn cursors(&self) -> Cursors {
+        self.lane_cursors(0).expect("every region has lane 0")
+    }
+
+    /// Lane `lane`'s cursors now (None if there is no such lane).
+    pub fn lane_cursors(&self, lane: u32) -> Option<Cursors> {
+        use crate::sync::Ordering;
+        if lane >= self.store.geometry().lanes {
+            return None;
+        }
+        let cursors = self.store.lane(lane);
+        Some(Cursors {
+            // Acquire: pairs with the Release store in `UnitWriter::commit`.
+            head: cursors.head.0.load(Ordering::Acquire),
+            // Acquire: pairs with the tail CAS in `advance_tail`.
+            tail: cursors.tail.0.load(Ordering::Acquire),
+            // Acquire: pairs with the claim CAS in `claim_in_lane`.
+            claim: cursors.claim.0.load(Ordering::Acquire),
+        })
+    }
+
+    /// Whether no handle of `role` is attached by a process that died (true while none is
+    /// attached).
+    pub fn peer_alive(&self, role: Role) -> bool {
+        role_alive(&self.store, role)
+    }
+}
+
+#[cfg(shm_arena_loom)]
+impl Region {
+    fn create_backing(options: RegionOptions) -> Result<Region> {
+        Ok(Region {
+            store: Arc::new(crate::storage::model::Model::new(
+                options.capacity,
+                options.mode.geometry(),
+            )),
+        })
+    }
+
+    /// Under loom: a region with a capacity below the page size, to keep models small.
+    #[doc(hidden)]
+    pub fn create_model(capacity: u64) -> Region {
+        Region::create_model_with(capacity, Mode::Spsc)
+    }
+
+    /// Under loom: [`create_model`](Self::create_model) in any mode (capacity per lane).
+    #[doc(hidden)]
+    pub fn create_model_with(capacity: u64, mode: Mode) -> Region {
+        assert!(capacity.is_power_of_two() && capacity >= 128);
+        Region {
+            store: Arc::new(crate::storage::model::Model::new(capacity, mode.geometry())),
+        }
+    }
+}
+
+impl fmt::Debug for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Region");
+        d.field("capacity", &self.store.capacity())
+            .field("mode", &self.mode());
+        #[cfg(not(shm_arena_loom))]
+        d.field("fd", &self.fd).field("name", &self.name);
+        d.finish()
+    }
+}

@@ -1,0 +1,70 @@
+//! A lane's cursors as a handle attaching to it finds them.
+
+use crate::layout::{BLOB_ALIGN, COMMITTED, RECORD_SIZE};
+use crate::storage::{Storage, Store};
+use crate::sync::Ordering;
+use crate::wait::{notify, Signal};
+use crate::{Error, Result};
+
+/// Loads a lane's head and tail and checks they can be a ring's cursors: 64-aligned, tail not
+/// past the head, at most one ring apart. Used where a handle attaches.
+pub(crate) fn load_cursors(store: &Store, lane: u32) -> Result<(u64, u64)> {
+    let cursors = store.lane(lane);
+    // Acquire: pairs with the Release store in `UnitWriter::commit`.
+    let head = cursors.head.0.load(Ordering::Acquire);
+    // Acquire: pairs with the tail stores in `release::release` and `advance_tail`.
+    let tail = cursors.tail.0.load(Ordering::Acquire);
+    if head % BLOB_ALIGN != 0
+        || tail % BLOB_ALIGN != 0
+        || tail > head
+        || head - tail > store.capacity()
+    {
+        return Err(Error::corrupt(
+            format!("cursors head {head} and tail {tail} are not a valid ring state"),
+            tail,
+        ));
+    }
+    Ok((head, tail))
+}
+
+/// After a writer took over the lane of a dead one: publishes the unit the dead writer had
+/// stamped COMMITTED but not yet published with its head store (it died between the two).
+///
+/// An SPSC reader may already have taken that unit by its stamp, so the new writer must not
+/// overwrite it: the unit is complete (the stamp is stored last, with Release, after the record
+/// and the blobs), so it is published as the dead writer would have.
+///
+/// # Errors
+/// [`Error::Corrupt`] if the head or the stamped record are impossible (the writer then
+/// checks the cursors again with [`load_cursors`]).
+pub(crate) fn publish_stamped(store: &Store, lane: u32) -> Result<()> {
+    let cursors = store.lane(lane);
+    // Acquire: pairs with the dead writer's Release head store.
+    let head = cursors.head.0.load(Ordering::Acquire);
+    // Acquire: pairs with the tail stores in `release::release` and `advance_tail` (a reader
+    // may have taken and ended the stamped unit already: then the tail is past the head).
+    let tail = cursors.tail.0.load(Ordering::Acquire);
+    if head % BLOB_ALIGN != 0 {
+        return Err(Error::corrupt(
+            format!("head cursor {head} is not 64-aligned"),
+            head,
+        ));
+    }
+    let rec = store.record(lane, head);
+    // Acquire: pairs with the Release stamp store in `UnitWriter::commit`.
+    if rec.word.load(Ordering::Acquire) != head | COMMITTED {
+        return Ok(());
+    }
+    let span = rec.span.load(Ordering::Relaxed);
+    let end = head.saturating_add(span);
+    if span % BLOB_ALIGN != 0 || span < RECORD_SIZE || tail > end || end - tail > store.capacity() {
+        return Err(Error::corrupt(
+            format!("a dead writer's last unit at {head} has span {span}"),
+            head,
+        ));
+    }
+    // Release: pairs with the Acquire head loads of readers, as the dead writer's would have.
+    cursors.head.0.store(end, Ordering::Release);
+    notify(store, Signal::Data);
+    Ok(())
+}
