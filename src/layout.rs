@@ -115,8 +115,10 @@ pub struct Prefix {
 
 /// Prefix flag: every process maps the region with its pages populated up front, so no unit
 /// pays page faults on the ring's first lap.
+#[cfg_attr(shm_arena_loom, allow(dead_code))]
 pub const FLAG_PREFAULT: u32 = 1;
 
+#[cfg_attr(shm_arena_loom, allow(dead_code))]
 impl Prefix {
     #[cfg_attr(shm_arena_loom, allow(dead_code))]
     pub(crate) fn new(capacity: u64, geometry: Geometry, creator_pid: u32, flags: u32) -> Self {
@@ -295,6 +297,7 @@ pub(crate) fn validate_capacity(capacity: u64) -> std::result::Result<(), String
 ///
 /// # Errors
 /// [`Error::Corrupt`] if the bytes are too short or any prefix field is impossible.
+#[cfg_attr(shm_arena_loom, allow(dead_code))]
 pub fn validate_header_bytes(bytes: &[u8], region_len: u64) -> Result<Prefix> {
     let size = std::mem::size_of::<Prefix>();
     if bytes.len() < size || region_len < HEADER_SIZE as u64 {
@@ -352,11 +355,14 @@ pub(crate) struct SpaceSignal {
 #[repr(C)]
 #[derive(Debug, Default)]
 pub(crate) struct Participant {
-    /// Takeover count << 2 | [`SLOT_FREE`], [`SLOT_ATTACHED`] or [`SLOT_DETACHED`].
+    /// Holder's pid << 32 | takeover count << 2 | [`SLOT_FREE`], [`SLOT_ATTACHED`] or
+    /// [`SLOT_DETACHED`], set in one compare-and-swap by the attaching holder.
     pub state: AtomicU64,
-    /// Process of the holder (valid while attached).
+    /// Process of the holder, for people reading the header (the state word is the truth).
     pub pid: AtomicU64,
-    /// Its start time, to tell a reused pid apart.
+    /// Its start time (clock ticks since boot), to tell a reused pid apart, tagged with the
+    /// low 16 bits of the takeover count above bit 48 (a tag that does not match the state
+    /// word's is an earlier holder's: unknown).
     pub start_time: AtomicU64,
 }
 

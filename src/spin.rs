@@ -70,10 +70,10 @@ impl SpinBudget {
     /// be shared, if `pause_polls` polls have gone by already, or to probe (at the first gap
     /// of one wait in [`PROBE_EVERY`]); pause otherwise.
     ///
-    /// Measured with 2 writer and 2 reader threads on 2 CPUs (case 5): yielding from the first
-    /// gap moved 5.8 M units/s to 7-8 M (a waiter's `PAUSE`s burn the CPU the peer it waits for
-    /// needs); yielding at every first gap unconditionally cost a two-process ping-pong (each
-    /// side on a CPU of its own) 230 -> 260 ns, hence the belief, probed now and then.
+    /// With more threads than CPUs, yielding from the first gap lets the peer a waiter waits
+    /// for run (a waiter's `PAUSE`s burn the CPU that peer needs); yielding at every first gap
+    /// unconditionally slows a ping-pong whose sides each have a CPU of their own, hence the
+    /// belief, probed now and then.
     pub(crate) fn poll_gap(&self, polls: u32, pause_polls: u32) -> Gap {
         if self.cpu_shared.get() || polls > pause_polls {
             return Gap::Yield;
@@ -98,7 +98,7 @@ impl SpinBudget {
     ///
     /// A wait that ended without sleeping leaves the budget as it is (see `learn`), so the
     /// clock is read only after a sleep: otherwise that read would sit between the unit's
-    /// arrival and its delivery (a two-process ping-pong took ~20 ns longer per hop with it).
+    /// arrival and its delivery, on the path of every ping-pong hop.
     pub(crate) fn wait_ended(&self, started: Instant, slept: bool) {
         if slept {
             self.learn(started.elapsed(), true);

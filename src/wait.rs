@@ -105,8 +105,8 @@ pub(crate) fn wait_for<T>(
         }
         if !slept && spins < MAX_SPINS_PER_CLOCK {
             // Between clock reads only PAUSEs: each poll that finds nothing adds its loop's
-            // time to the latency of the one that finds the unit (PAUSE is ~10 ns here, a clock
-            // read ~20 ns).
+            // time to the latency of the one that finds the unit, and a clock read costs a few
+            // PAUSEs.
             spins += 1;
             polls = polls.saturating_add(1);
             match spin.poll_gap(polls, PAUSE_POLLS) {

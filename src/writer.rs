@@ -260,6 +260,31 @@ impl fmt::Debug for Writer {
 /// A unit being written. Blobs are bump-allocated one after another; [`commit`](Self::commit)
 /// publishes them all at once. Dropping it without committing aborts the unit: nothing was
 /// published and its space is reused by the next unit.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use shm_arena::Region;
+///
+/// let region = Region::create(1 << 16)?;
+/// let (mut writer, reader) = (region.writer()?, region.reader()?);
+///
+/// let mut unit = writer.begin_unit()?;
+/// unit.push(b"aborted")?;
+/// drop(unit);                                   // never published
+///
+/// let mut unit = writer.begin_unit()?;
+/// let index = unit.push(b"kept")?;
+/// let samples = unit.blob_mut(8 * 4)?;          // fill in place, e.g. from a decoder
+/// samples.copy_from_slice(&[0u8; 32]);
+/// assert_eq!((index, unit.blob_count()), (0, 2));
+/// unit.commit()?;
+///
+/// let got = reader.next_unit(Duration::from_secs(1))?;
+/// assert_eq!(got.blob(0)?, b"kept");
+/// # Ok::<(), shm_arena::Error>(())
+/// ```
 pub struct UnitWriter<'w> {
     writer: &'w mut Writer,
     start: u64,

@@ -128,11 +128,11 @@ fn out_of_order_ends() {
 
         let u0 = take(&reader, 0, 0);
         let u1 = take(&reader, 1, 128);
-        u1.end();
+        u1.end_unit();
         // Unit 0 still readable after the later unit ended (and loom checks no write races it).
         check_blob(0, 64, u0.blob(0).unwrap());
-        u0.end();
-        take(&reader, 2, 256).end();
+        u0.end_unit();
+        take(&reader, 2, 256).end_unit();
 
         producer.join().unwrap();
         assert_all_returned(&region);
@@ -156,8 +156,8 @@ fn out_of_order_ends_owned_second() {
             check_blob(1, 64, u1.blob(0).unwrap());
             drop(u1);
         });
-        u0.end();
-        take(&reader, 2, 256).end();
+        u0.end_unit();
+        take(&reader, 2, 256).end_unit();
 
         consumer.join().unwrap();
         producer.join().unwrap();
@@ -179,10 +179,10 @@ fn out_of_order_ends_owned_first() {
         let u1 = take(&reader, 1, 128);
         let consumer = thread::spawn(move || {
             check_blob(0, 64, u0.blob(0).unwrap());
-            u0.end();
+            u0.end_unit();
         });
-        u1.end();
-        take(&reader, 2, 256).end();
+        u1.end_unit();
+        take(&reader, 2, 256).end_unit();
 
         consumer.join().unwrap();
         producer.join().unwrap();
@@ -203,7 +203,7 @@ fn full_ring_blocks_until_reader_ends() {
         let producer = thread::spawn(move || three_units_into_full_ring(writer));
 
         for (unit, position) in [(0, 0), (1, 128), (2, 256)] {
-            take(&reader, unit, position).end();
+            take(&reader, unit, position).end_unit();
         }
 
         producer.join().unwrap();
@@ -233,7 +233,7 @@ fn writer_drop_wakes_reader() {
         let u0 = reader.next_unit(LONG).unwrap();
         assert_eq!(u0.position(), 0);
         check_blob(0, 64, u0.blob(0).unwrap());
-        u0.end();
+        u0.end_unit();
         assert!(matches!(
             reader.next_unit(LONG),
             Err(Error::Closed(Role::Writer))
@@ -297,7 +297,7 @@ fn owned_unit_outlives_reader() {
         let u0 = reader.next_unit(LONG).unwrap().into_owned();
         drop(reader);
         check_blob(0, 64, u0.blob(0).unwrap());
-        u0.end();
+        u0.end_unit();
 
         producer.join().unwrap();
         let cursors = region.cursors();

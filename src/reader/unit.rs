@@ -31,10 +31,44 @@ impl<'u> codec::arena::UnitSource<'u> for UnitBlobs<'u> {
     }
 }
 
-/// A committed unit, borrowed from its [`Reader`]. Dropping it ends the unit.
+/// A committed unit, borrowed from its [`Reader`]. [`end_unit`](Self::end_unit) or dropping
+/// it ends the unit.
 ///
 /// Blob views borrow from the guard, so the borrow checker rejects any use of a view after the
 /// unit was ended. Units may be ended in any order.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use shm_arena::Region;
+///
+/// let region = Region::create(1 << 16)?;
+/// let (mut writer, reader) = (region.writer()?, region.reader()?);
+/// writer.write_unit(&[b"meta", &[1u8; 256]])?;
+///
+/// let unit = reader.next_unit(Duration::from_secs(1))?;
+/// assert_eq!(unit.blob_count(), 2);
+/// assert_eq!(unit.blob(0)?, b"meta");
+/// let pixels: &[u8] = unit.blob(1)?;              // a view of shared memory
+/// assert_eq!(pixels.as_ptr() as usize % 64, 0);   // 64-byte aligned
+/// unit.end_unit();                                // the space returns to the writer
+/// # Ok::<(), shm_arena::Error>(())
+/// ```
+///
+/// A view cannot outlive its unit:
+///
+/// ```compile_fail
+/// # use std::time::Duration;
+/// # let region = shm_arena::Region::create(1 << 16).unwrap();
+/// # let (mut writer, reader) = (region.writer().unwrap(), region.reader().unwrap());
+/// # writer.write_unit(&[b"hello"]).unwrap();
+/// let bytes: &[u8] = {
+///     let unit = reader.next_unit(Duration::from_secs(1)).unwrap();
+///     unit.blob(0).unwrap()
+/// }; // the unit is ended here, so `bytes` would dangle: rejected
+/// println!("{bytes:?}");
+/// ```
 pub struct Unit<'r> {
     reader: &'r Reader,
     view: View,
@@ -73,7 +107,27 @@ impl Drop for Unit<'_> {
 }
 
 /// A committed unit that owns a handle on its region: it may move to another thread and outlive
-/// the reader's borrow. Dropping it ends the unit.
+/// the reader's borrow. [`end_unit`](Self::end_unit) or dropping it ends the unit. It keeps
+/// its reader's slot attached until it ends, so no other reader can take the slot over from
+/// under it.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use shm_arena::Region;
+///
+/// let region = Region::create(1 << 16)?;
+/// let (mut writer, reader) = (region.writer()?, region.reader()?);
+/// writer.send(&("frame", 7u32))?;
+/// let unit = reader.next_unit(Duration::from_secs(1))?.into_owned();
+/// let consumer = std::thread::spawn(move || {
+///     let (name, n): (&str, u32) = unit.decode().unwrap(); // borrowed from shared memory
+///     assert_eq!((name, n), ("frame", 7));
+/// }); // the unit ends on the consumer's thread
+/// consumer.join().unwrap();
+/// # Ok::<(), shm_arena::Error>(())
+/// ```
 pub struct OwnedUnit {
     store: Arc<Store>,
     view: View,
@@ -106,7 +160,8 @@ macro_rules! unit_access {
             /// Blob `index`: contiguous, 64-byte aligned, straight from shared memory.
             ///
             /// # Errors
-            /// [`Error::InvalidArgument`] if there is no such blob; [`Error::Corrupt`] if the
+            /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) if there is no such
+            /// blob; [`Error::Corrupt`](crate::Error::Corrupt) if the
             /// writer's descriptor of it points outside the unit.
             #[inline]
             pub fn blob(&self, index: usize) -> Result<&[u8]> {

@@ -3,12 +3,24 @@
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use super::{Region, REGION_FD_ENV};
+use crate::layout::Expected;
+use crate::ring::participants::{expect_child, prune_expected};
+use crate::storage::Storage;
+use crate::sync::Arc;
 use crate::{Error, Result};
 
 impl Region {
     /// Lets the child that `command` will start open this region with
     /// [`Region::from_env`]: the descriptor is inherited (close-on-exec cleared in the child
     /// only) and its number is put in [`REGION_FD_ENV`].
+    ///
+    /// The child also records itself in the region as *expected* (between fork and exec, so
+    /// before anything of it runs): until a handle of the other role attaches, a side waiting
+    /// for one (a reader in [`Reader::next_unit`](crate::Reader::next_unit), a writer waiting
+    /// for space, [`Region::wait_for_peer`]) gets [`Error::PeerGone`] within about 100 ms of
+    /// every expected child having died, instead of waiting for its deadline. The region
+    /// remembers up to eight children that have not attached yet (more go unrecorded); those
+    /// that died are forgotten when the region is handed to the next one.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for an anonymous region, which cannot be shared.
@@ -20,10 +32,25 @@ impl Region {
             .ok_or_else(|| Error::InvalidArgument("an anonymous region cannot be shared".into()))?
             .as_raw_fd();
         command.env(REGION_FD_ENV, fd.to_string());
-        // SAFETY: the closure runs in the forked child before exec and only calls fcntl
-        // (async-signal-safe) on a descriptor number the child inherited from fork.
+        prune_expected(self.store());
+        // The mapping is inherited by the forked child at the same address; passed as an
+        // integer because the closure must be `Send + Sync`.
+        let expected = std::ptr::from_ref(&self.store().shared().expected.0) as usize;
+        // Keeps the mapping (and so `expected`) alive until the command is dropped: the
+        // closure may run for every spawn of the command.
+        let keep = Arc::clone(&self.store);
+        // SAFETY: the closure runs in the forked child before exec and only calls fcntl and
+        // getpid (async-signal-safe) on a descriptor number the child inherited from fork, and
+        // atomics on the inherited mapping, which `keep` keeps mapped in the parent and so in
+        // the child at fork time.
         unsafe {
             command.pre_exec(move || {
+                let _ = &keep;
+                let expected = &*(expected as *const Expected);
+                expect_child(
+                    expected,
+                    rustix::process::getpid().as_raw_nonzero().get() as u32,
+                );
                 let fd = BorrowedFd::borrow_raw(fd);
                 rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
                 Ok(())

@@ -8,7 +8,7 @@ use std::fmt;
 use crate::error::Role;
 use crate::layout::validate_capacity;
 use crate::reader::Reader;
-use crate::ring::participants::role_alive;
+use crate::ring::participants::{expected_dead, role_alive, role_attached};
 use crate::storage::{Storage, Store};
 use crate::sync::Arc;
 use crate::writer::Writer;
@@ -175,6 +175,56 @@ impl Region {
             // Acquire: pairs with the claim CAS in `claim_in_lane`.
             claim: cursors.claim.0.load(Ordering::Acquire),
         })
+    }
+
+    /// Waits until a handle of `role` is attached by a live process, at most `timeout`.
+    ///
+    /// For regions handed to unrelated processes (a [`Backing::Named`] region opened by name):
+    /// until the other side attaches, the region cannot know who it will be, so a reader's
+    /// [`next_unit`](Reader::next_unit) simply waits for its deadline. Call this first to
+    /// bound the wait for the other side to show up. (For a child started with
+    /// [`share_with_child`](Self::share_with_child) the region knows the child: its death
+    /// before attaching ends this wait, and the waits of the ring, with
+    /// [`Error::PeerGone`].) Polls every few milliseconds.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] if nobody attached in time; [`Error::PeerGone`] if every child the
+    /// region was handed to died before attaching.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use shm_arena::{Error, Region, Role};
+    ///
+    /// let region = Region::create(1 << 16)?;
+    /// let waited = region.wait_for_peer(Role::Writer, Duration::from_millis(20));
+    /// assert!(matches!(waited, Err(Error::Timeout { .. })));
+    /// let _writer = region.writer()?;
+    /// region.wait_for_peer(Role::Writer, Duration::from_secs(1))?;
+    /// # Ok::<(), shm_arena::Error>(())
+    /// ```
+    pub fn wait_for_peer(&self, role: Role, timeout: std::time::Duration) -> Result<()> {
+        let started = std::time::Instant::now();
+        let mut pause = std::time::Duration::from_micros(100);
+        loop {
+            if role_attached(&self.store, role) {
+                return Ok(());
+            }
+            expected_dead(&self.store, role)?;
+            let waited = started.elapsed();
+            if waited >= timeout {
+                return Err(Error::Timeout {
+                    what: match role {
+                        Role::Writer => "a writer to attach",
+                        Role::Reader => "a reader to attach",
+                    },
+                    waited,
+                });
+            }
+            std::thread::sleep(pause.min(timeout - waited));
+            pause = (pause * 2).min(std::time::Duration::from_millis(10));
+        }
     }
 
     /// Whether no handle of `role` is attached by a process that died (true while none is

@@ -6,12 +6,12 @@ use crate::layout::Geometry;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Backing {
     /// An anonymous memory file (`memfd_create`): no name anywhere, shared with a child process
-    /// by passing its descriptor (see [`Region::share_with_child`]). Sealed against shrinking
+    /// by passing its descriptor (see [`Region::share_with_child`](crate::Region::share_with_child)). Sealed against shrinking
     /// and growing, so a peer cannot truncate it under a reader (no SIGBUS).
     #[default]
     Memfd,
     /// A POSIX shared-memory object with a random name, created exclusively with mode 0600 and
-    /// unlinked when the creator's last handle goes (or by [`Region::unlink`]). Any process of
+    /// unlinked when the creator's last handle goes (or by [`Region::unlink`](crate::Region::unlink)). Any process of
     /// the same user that knows the name can open it. Unlike a memfd it cannot be sealed: a
     /// process of that user could truncate it after it was opened, and the next access would
     /// raise SIGBUS. Prefer [`Backing::Memfd`] when the peer is a child process.
@@ -55,7 +55,7 @@ impl Mode {
     }
 }
 
-/// Settings for [`Region::create_with`]: a builder.
+/// Settings for [`Region::create_with`](crate::Region::create_with): a builder.
 ///
 /// # Examples
 ///

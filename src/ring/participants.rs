@@ -9,9 +9,9 @@
 //! ([`cursors::publish_stamped`]).
 
 use crate::error::Role;
-use crate::layout::READERS_GONE;
-use crate::ring::presence::{any_pid, attach, detach, presence, set_pid, Presence};
-use crate::ring::{cursors, reap};
+use crate::layout::{Expected, READERS_GONE};
+use crate::ring::presence::{any_pid, attach, detach, presence, Presence};
+use crate::ring::{cursors, process, reap};
 use crate::storage::{Storage, Store};
 use crate::sync::{Arc, Ordering};
 use crate::wait::{notify, Signal};
@@ -34,7 +34,7 @@ pub(crate) fn attach_writer(store: &Store) -> Result<u32> {
             let Some(takeover) = attach(slot) else {
                 continue;
             };
-            set_pid(slot);
+            clear_expected(store);
             if takeover {
                 if let Err(e) = cursors::publish_stamped(store, lane) {
                     detach_writer(store, lane);
@@ -80,7 +80,7 @@ pub(crate) fn attach_reader(store: &Store) -> Result<u32> {
             }
             // Relaxed: nothing reads our intent before we publish one with a CAS after it.
             store.reader_slot(slot).intent.store(0, Ordering::Relaxed);
-            set_pid(participant);
+            clear_expected(store);
             // Relaxed: only a hint; writers confirm it from the slots (see `readers_gone`).
             store
                 .shared()
@@ -120,11 +120,12 @@ fn detach_reader(store: &Store, slot: u32) {
     let reader = store.reader_slot(slot);
     // Release: a survivor that reads the cleared intent sees our tags.
     reader.intent.store(0, Ordering::Release);
-    detach(&reader.reader);
-    if !(0..store.geometry().readers)
-        .any(|s| presence(&store.reader_slot(s).reader, false) == Presence::Alive)
-    {
-        // Relaxed: a hint (see `readers_gone`); the slot states are the truth.
+    let others = (0..store.geometry().readers)
+        .any(|s| s != slot && presence(&store.reader_slot(s).reader, false) == Presence::Alive);
+    if !others {
+        // Relaxed: published by the Release store of `detach` below, so a writer that sees
+        // this slot detached (Acquire, in `check_readers`) sees the hint too and fails every
+        // later `begin_unit` at once. Only a hint (see `readers_gone`): the slots are the truth.
         store
             .shared()
             .signals
@@ -132,6 +133,7 @@ fn detach_reader(store: &Store, slot: u32) {
             .hints
             .fetch_or(READERS_GONE, Ordering::Relaxed);
     }
+    detach(&reader.reader);
     for lane in 0..store.geometry().lanes {
         notify(store, Signal::Space(lane));
     }
@@ -149,8 +151,9 @@ pub(crate) fn readers_gone(store: &Store, lane: u32) -> Result<()> {
     }
     let checked = check_readers(store, lane, false);
     if checked.is_ok() {
-        // A reader attached since the hint was set: drop the stale hint. Racing with a
-        // detach that sets it again costs at most a later slot scan.
+        // A reader attached since the hint was set (or one is still detaching): drop the hint.
+        // If the readers then turn out gone, `check_readers` sets it again when a wait for
+        // space sees so.
         hints.fetch_and(!READERS_GONE, Ordering::Relaxed);
     }
     checked
@@ -182,14 +185,29 @@ pub(crate) fn check_readers(store: &Store, lane: u32, check_pid: bool) -> Result
             }
         }
     }
-    match (alive, seen, dead_pid) {
-        (true, _, _) | (false, false, _) => Ok(()),
-        (false, true, Some(pid)) => Err(Error::PeerGone {
+    if !seen && check_pid {
+        // Nobody attached yet: a child the region was handed to that died before attaching
+        // is the reader that will never come.
+        expected_dead(store, Role::Reader)?;
+    }
+    let gone = match (alive, seen, dead_pid) {
+        (true, _, _) | (false, false, _) => return Ok(()),
+        (false, true, Some(pid)) => Error::PeerGone {
             role: Role::Reader,
             pid,
-        }),
-        (false, true, None) => Err(Error::Closed(Role::Reader)),
-    }
+        },
+        (false, true, None) => Error::Closed(Role::Reader),
+    };
+    // Relaxed: a hint for this writer's next `begin_unit` (program order) and other writers;
+    // a hint cleared by a writer racing with a detaching reader is set again here, so a writer
+    // that saw the readers gone fails every later `begin_unit` at once.
+    store
+        .shared()
+        .signals
+        .0
+        .hints
+        .fetch_or(READERS_GONE, Ordering::Relaxed);
+    Err(gone)
 }
 
 /// For readers: whether every writer is gone. `check_pid` also counts dead writers as gone.
@@ -214,12 +232,88 @@ pub(crate) fn check_writers(store: &Store, check_pid: bool) -> Result<()> {
         }
     }
     match (seen, dead_pid) {
+        // Nobody attached yet: a child the region was handed to that died before attaching
+        // is the writer that will never come.
+        (false, _) if check_pid => expected_dead(store, Role::Writer),
         (false, _) => Ok(()),
         (true, Some(pid)) => Err(Error::PeerGone {
             role: Role::Writer,
             pid,
         }),
         (true, None) => Err(Error::Closed(Role::Writer)),
+    }
+}
+
+/// In a child process between fork and exec (see `Region::share_with_child`): records the
+/// child's pid as expected to attach. Async-signal-safe: atomics only, no allocation. A full
+/// table records nothing (the child's death before attaching then goes unnoticed, as for a
+/// region handed over by other means).
+pub(crate) fn expect_child(expected: &Expected, pid: u32) {
+    for entry in &expected.pids {
+        // Relaxed: the parent and the other participants read the pid later with a /proc
+        // look-up; nothing else is published with it.
+        if entry
+            .compare_exchange(0, u64::from(pid), Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            return;
+        }
+    }
+}
+
+/// A handle attached in this process: it is no longer merely expected.
+fn clear_expected(store: &Store) {
+    let pid = u64::from(std::process::id());
+    for entry in &store.shared().expected.0.pids {
+        // Relaxed: see `expect_child`.
+        let _ = entry.compare_exchange(pid, 0, Ordering::Relaxed, Ordering::Relaxed);
+    }
+}
+
+/// Forgets expected children whose process is gone (before handing the region to one more).
+#[cfg_attr(shm_arena_loom, allow(dead_code))]
+pub(crate) fn prune_expected(store: &Store) {
+    for entry in &store.shared().expected.0.pids {
+        // Relaxed: see `expect_child`.
+        let pid = entry.load(Ordering::Relaxed);
+        if pid != 0 && !process::alive(u32::try_from(pid).unwrap_or(u32::MAX), 0) {
+            let _ = entry.compare_exchange(pid, 0, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+}
+
+/// For a side waiting on `role` when no participant of it ever attached: whether every child
+/// the region was handed to (and that has not attached) is dead.
+///
+/// # Errors
+/// [`Error::PeerGone`] naming one of them when there is at least one and all are dead.
+pub(crate) fn expected_dead(store: &Store, role: Role) -> Result<()> {
+    let mut dead = None;
+    for entry in &store.shared().expected.0.pids {
+        // Relaxed: see `expect_child`.
+        let pid = entry.load(Ordering::Relaxed);
+        if pid == 0 {
+            continue;
+        }
+        let pid = u32::try_from(pid).unwrap_or(u32::MAX);
+        if process::alive(pid, 0) {
+            return Ok(());
+        }
+        dead = Some(pid);
+    }
+    match dead {
+        Some(pid) => Err(Error::PeerGone { role, pid }),
+        None => Ok(()),
+    }
+}
+
+/// Whether a participant of `role` is attached by a live process.
+pub(crate) fn role_attached(store: &Store, role: Role) -> bool {
+    let alive = |slot| presence(slot, true) == Presence::Alive;
+    let geometry = store.geometry();
+    match role {
+        Role::Writer => (0..geometry.lanes).any(|l| alive(&store.lane(l).writer.0)),
+        Role::Reader => (0..geometry.readers).any(|s| alive(&store.reader_slot(s).reader)),
     }
 }
 
@@ -231,5 +325,48 @@ pub(crate) fn role_alive(store: &Store, role: Role) -> bool {
     match role {
         Role::Writer => !(0..geometry.lanes).any(|l| dead(&store.lane(l).writer.0)),
         Role::Reader => !(0..geometry.readers).any(|s| dead(&store.reader_slot(s).reader)),
+    }
+}
+
+#[cfg(all(test, not(shm_arena_loom), not(miri)))]
+mod tests {
+    use super::*;
+    use crate::layout::CLAIMED_BASE;
+    use crate::{Backing, Region, RegionOptions};
+
+    /// A pid no process has: above the kernel's pid limit (at most 2^22).
+    const DEAD_PID: u64 = (1 << 22) + 12345;
+
+    /// The only reader is dead: a blocked writer's check releases its unit, then reports it.
+    #[test]
+    fn a_dead_reader_blocks_no_writer() {
+        let region = Region::create_with(
+            RegionOptions::new(4096)
+                .mpmc(1, 2)
+                .backing(Backing::Anonymous),
+        )
+        .unwrap();
+        let mut writer = region.writer().unwrap();
+        writer.write_unit(&[&[1; 100]]).unwrap();
+        let store = region.store();
+        let slot = &store.reader_slot(0).reader;
+        slot.state.store(
+            crate::ring::presence::attached_by(DEAD_PID),
+            Ordering::Relaxed,
+        );
+        // Claimed and tagged by the dead reader.
+        store.lane(0).claim.0.store(192, Ordering::Relaxed);
+        store
+            .record(0, 0)
+            .word
+            .store(CLAIMED_BASE, Ordering::Relaxed);
+        assert!(matches!(
+            check_readers(store, 0, true),
+            Err(Error::PeerGone {
+                role: Role::Reader,
+                ..
+            })
+        ));
+        assert_eq!(store.lane(0).tail.0.load(Ordering::Relaxed), 192);
     }
 }

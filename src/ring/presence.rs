@@ -2,10 +2,14 @@
 //! process still runs.
 //!
 //! Every writer handle holds one lane's writer slot, every reader handle one reader slot, in
-//! both modes. A slot's `state` word is `takeovers << 2 | SLOT_*`; attaching is a
-//! compare-and-swap on it, so two handles never hold the same slot, and taking over a dead
-//! holder's slot bumps the takeover count so a stale compare-and-swap from an earlier look
-//! fails.
+//! both modes. A slot's `state` word is `pid << 32 | takeovers << 2 | SLOT_*`: attaching is one
+//! compare-and-swap that names the new holder's process in the same store, so a process that
+//! dies right after attaching is already known by its pid (a pid written separately, later,
+//! would leave a slot that looks attached by nobody, and is never taken over). Taking over a
+//! dead holder's slot bumps the takeover count so a stale compare-and-swap from an earlier
+//! look fails. The holder's start time (to tell a reused pid apart) follows in a second word,
+//! tagged with the low bits of the takeover count: a start time left by an earlier holder
+//! does not match, and counts as unknown.
 
 use crate::layout::{Participant, SLOT_ATTACHED, SLOT_DETACHED, SLOT_FREE};
 use crate::ring::process;
@@ -24,6 +28,18 @@ pub(crate) enum Presence {
     Detached,
 }
 
+/// Bits of the state word below the holder's pid.
+const PID_SHIFT: u32 = 32;
+/// The takeover count's bits in the state word (above the two state bits).
+const TAKEOVERS: u64 = (1 << (PID_SHIFT - 2)) - 1;
+/// The start-time word: `generation << 48 | start time`.
+const START_BITS: u32 = 48;
+
+/// The low bits of a state word's takeover count, as the start-time word carries them.
+fn generation(state: u64) -> u64 {
+    (state >> 2) & 0xffff
+}
+
 /// Reads a slot's holder; with `check_pid` false, an attached holder counts as alive (no
 /// /proc look-up: the fast path).
 pub(crate) fn presence(slot: &Participant, check_pid: bool) -> Presence {
@@ -33,15 +49,18 @@ pub(crate) fn presence(slot: &Participant, check_pid: bool) -> Presence {
         SLOT_FREE => Presence::Free,
         SLOT_DETACHED => Presence::Detached,
         SLOT_ATTACHED if check_pid => {
-            // Acquire: pairs with the Release pid store in `set_pid`.
-            let pid = slot.pid.load(Ordering::Acquire);
-            // Relaxed: published by the pid store loaded above.
-            let start = slot.start_time.load(Ordering::Relaxed);
+            let pid = u32::try_from(state >> PID_SHIFT).unwrap_or(u32::MAX);
             if pid == 0 {
-                // Attached a moment ago: the pid is being written.
-                return Presence::Alive;
+                // Never written by `attach`: a corrupt slot, treated as abandoned.
+                return Presence::Dead(0);
             }
-            let pid = u32::try_from(pid).unwrap_or(u32::MAX);
+            // Acquire: pairs with the Release store in `attach`.
+            let word = slot.start_time.load(Ordering::Acquire);
+            let start = if word >> START_BITS == generation(state) {
+                word & ((1 << START_BITS) - 1)
+            } else {
+                0 // not written yet by this holder: unknown
+            };
             if process::alive(pid, start) {
                 Presence::Alive
             } else {
@@ -65,22 +84,23 @@ pub(crate) fn attach(slot: &Participant) -> Option<bool> {
             _ => return None,
         },
     };
-    let next = ((state >> 2).wrapping_add(1) << 2) | SLOT_ATTACHED;
+    let (pid, start) = process::me();
+    let takeovers = ((state >> 2).wrapping_add(1)) & TAKEOVERS;
+    let next = (u64::from(pid) << PID_SHIFT) | (takeovers << 2) | SLOT_ATTACHED;
     // AcqRel: the Acquire half orders our reads of the slot after the previous holder's
     // writes; the Release half publishes the takeover to `presence`.
     slot.state
         .compare_exchange(state, next, Ordering::AcqRel, Ordering::Relaxed)
         .ok()?;
+    // Release: pairs with the Acquire start-time load in `presence`. Until it lands the start
+    // time counts as unknown (the pid alone decides).
+    slot.start_time.store(
+        (generation(next) << START_BITS) | (start & ((1 << START_BITS) - 1)),
+        Ordering::Release,
+    );
+    // Relaxed: for people reading the header; `presence` reads the pid in the state word.
+    slot.pid.store(u64::from(pid), Ordering::Relaxed);
     Some(takeover)
-}
-
-/// Writes this process into a slot just taken.
-pub(crate) fn set_pid(slot: &Participant) {
-    let (pid, start) = process::me();
-    // Relaxed: published by the Release pid store, which `presence` reads (Acquire) first.
-    slot.start_time.store(start, Ordering::Relaxed);
-    // Release: pairs with the Acquire pid load in `presence`.
-    slot.pid.store(u64::from(pid), Ordering::Release);
 }
 
 /// Marks a slot detached (a clean drop).
@@ -98,7 +118,14 @@ pub(crate) fn detach(slot: &Participant) {
 /// The pid of the first of `n` slots that names one (for `RoleTaken`), else 0.
 pub(crate) fn any_pid<'a>(n: u32, slot: impl Fn(u32) -> &'a Participant) -> u32 {
     (0..n)
-        .map(|i| slot(i).pid.load(Ordering::Relaxed))
+        // Relaxed: only for an error message.
+        .map(|i| slot(i).state.load(Ordering::Relaxed) >> PID_SHIFT)
         .find(|&p| p != 0)
         .map_or(0, |p| u32::try_from(p).unwrap_or(u32::MAX))
+}
+
+/// A state word for tests: attached by `pid`.
+#[cfg(test)]
+pub(crate) fn attached_by(pid: u64) -> u64 {
+    (pid << PID_SHIFT) | SLOT_ATTACHED
 }
