@@ -9,6 +9,7 @@ use crate::codec::{self, BlobSink, EncodeOptions};
 use crate::layout::{align_up, BLOB_ALIGN, COMMITTED, DESCRIPTOR_SIZE, INLINE_BLOBS, RECORD_SIZE};
 use crate::ring::cursors::load_cursors;
 use crate::ring::participants::{attach_writer, check_readers, detach_writer, readers_gone};
+use crate::ring::presence::Held;
 use crate::spin::SpinBudget;
 use crate::storage::{Storage, Store};
 use crate::sync::{Arc, Ordering};
@@ -58,6 +59,8 @@ pub struct Writer {
     store: Arc<Store>,
     /// The lane this writer fills (0 in SPSC).
     lane: u32,
+    /// Our hold on the lane's writer slot.
+    held: Held,
     /// Everything before this position is committed (we are the only writer).
     head: u64,
     /// Last tail loaded: space before `tail_cache + capacity` needs no atomic load.
@@ -72,17 +75,18 @@ pub struct Writer {
 
 impl Writer {
     pub(crate) fn attach(store: Arc<Store>) -> Result<Writer> {
-        let lane = attach_writer(&store)?;
+        let (lane, held) = attach_writer(&store)?;
         let (head, tail) = match load_cursors(&store, lane) {
             Ok(cursors) => cursors,
             Err(e) => {
-                detach_writer(&store, lane);
+                detach_writer(&store, lane, held);
                 return Err(e);
             }
         };
         Ok(Writer {
             store,
             lane,
+            held,
             head,
             tail_cache: tail,
             timeout: None,
@@ -242,7 +246,7 @@ impl Writer {
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        detach_writer(&self.store, self.lane);
+        detach_writer(&self.store, self.lane, self.held);
     }
 }
 

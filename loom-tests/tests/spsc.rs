@@ -304,3 +304,76 @@ fn owned_unit_outlives_reader() {
         assert_eq!(cursors.tail, 128, "only unit 0 was ended");
     });
 }
+
+/// Model 5: a reader dies holding a unit while the writer waits for space; a new reader takes
+/// the role over. The dead reader's unit is released by the takeover (which also wakes the
+/// writer: no peer check runs under loom), never delivered again, and the new reader gets the
+/// units that follow, in order, with their bytes.
+#[test]
+fn reader_takeover_releases_the_dead_readers_units() {
+    model("reader_takeover_releases_the_dead_readers_units", || {
+        let region = Region::create_model(256);
+        let mut writer = region.writer().unwrap();
+        let dead = region.reader().unwrap();
+        let producer = thread::spawn(move || {
+            for unit in 0..3 {
+                write_pushed(&mut writer, unit, 64);
+            }
+        });
+
+        let u0 = dead.next_unit(LONG).unwrap();
+        check_blob(0, 64, u0.blob(0).unwrap());
+        // The reader's process dies holding unit 0: nothing of it runs any more.
+        std::mem::forget(u0);
+        region.model_kill(Role::Reader, 0);
+        drop(dead); // its slot was taken from it: the drop leaves the slot alone
+
+        let reader = region.reader().unwrap();
+        for (unit, position) in [(1u8, 128u64), (2, 256)] {
+            let u = reader.next_unit(LONG).unwrap();
+            assert_eq!(u.position(), position, "unit {unit}");
+            check_blob(unit, 64, u.blob(0).unwrap());
+        }
+        producer.join().unwrap();
+        let cursors = region.cursors();
+        assert_eq!((cursors.head, cursors.tail), (384, 384));
+    });
+}
+
+/// Model 6: a writer dies with a unit begun and not committed, while the reader takes what it
+/// committed; a new writer takes the role over and continues after the last committed unit,
+/// on bytes the dead writer's unfinished unit had filled.
+#[test]
+fn writer_takeover_continues_after_the_last_commit() {
+    model("writer_takeover_continues_after_the_last_commit", || {
+        let region = Region::create_model(256);
+        let mut dead = region.writer().unwrap();
+        let reader = region.reader().unwrap();
+        let first = thread::spawn(move || {
+            write_pushed(&mut dead, 0, 64);
+            let mut unfinished = dead.begin_unit().unwrap();
+            unfinished.push(&blob(9, 64)).unwrap();
+            // The process dies here: the unit is never committed nor aborted.
+            std::mem::forget(unfinished);
+            dead
+        });
+        let u0 = reader.next_unit(LONG).unwrap();
+        check_blob(0, 64, u0.blob(0).unwrap());
+        drop(u0);
+        let dead = first.join().unwrap();
+        region.model_kill(Role::Writer, 0);
+        drop(dead);
+
+        let mut writer = region.writer().unwrap();
+        let second = thread::spawn(move || {
+            write_pushed(&mut writer, 1, 64);
+            write_pushed(&mut writer, 2, 64);
+        });
+        for (unit, position) in [(1u8, 128u64), (2, 256)] {
+            let u = reader.next_unit(LONG).unwrap();
+            assert_eq!(u.position(), position, "unit {unit}");
+            check_blob(unit, 64, u.blob(0).unwrap());
+        }
+        second.join().unwrap();
+    });
+}

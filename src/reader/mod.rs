@@ -83,11 +83,12 @@ pub struct Reader {
 
 impl Reader {
     pub(crate) fn attach(store: Arc<Store>) -> Result<Reader> {
-        let slot = attach_reader(&store)?;
+        let (slot, held) = attach_reader(&store)?;
         // From here on the lease detaches the slot, whatever happens.
         let lease = Arc::new(SlotLease {
             store: Arc::clone(&store),
             slot,
+            held,
         });
         let cursor = if store.geometry().mpmc {
             Cursor::Mpmc(MpmcCursor::new(&store, slot))

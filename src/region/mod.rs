@@ -251,6 +251,18 @@ impl Region {
         Region::create_model_with(capacity, Mode::Spsc)
     }
 
+    /// Under loom: marks the holder of `role`'s slot `index` (a lane for writers) dead, as if
+    /// its process had been killed. Its handles must not be used afterwards (forget its unit
+    /// guards; dropping the handle itself leaves the slot alone).
+    #[doc(hidden)]
+    pub fn model_kill(&self, role: Role, index: u32) {
+        let slot = match role {
+            Role::Writer => &self.store.lane(index).writer.0,
+            Role::Reader => &self.store.reader_slot(index).reader,
+        };
+        crate::ring::presence::model_kill(slot);
+    }
+
     /// Under loom: [`create_model`](Self::create_model) in any mode (capacity per lane).
     #[doc(hidden)]
     pub fn create_model_with(capacity: u64, mode: Mode) -> Region {

@@ -68,3 +68,52 @@ pub(crate) fn publish_stamped(store: &Store, lane: u32) -> Result<()> {
     notify(store, Signal::Data);
     Ok(())
 }
+
+#[cfg(all(test, not(shm_arena_loom), not(miri)))]
+mod tests {
+    use std::time::Duration;
+
+    use crate::ring::presence::attached_by;
+    use crate::storage::Storage;
+    use crate::sync::Ordering;
+    use crate::{Backing, Region, RegionOptions};
+
+    /// A pid no process has: above the kernel's pid limit (at most 2^22).
+    const DEAD_PID: u64 = (1 << 22) + 12345;
+
+    /// The writer died between the stamp of its last unit and the head store: an SPSC reader
+    /// may have taken the unit by its stamp already, so the writer taking over publishes it
+    /// instead of writing over it.
+    #[test]
+    fn a_writer_taking_over_publishes_the_dead_writers_stamped_unit() {
+        let region =
+            Region::create_with(RegionOptions::new(4096).backing(Backing::Anonymous)).unwrap();
+        let mut dead = region.writer().unwrap();
+        dead.write_unit(&[b"first"]).unwrap();
+        dead.write_unit(&[b"stamped"]).unwrap();
+        let store = region.store();
+        let lane = store.lane(0);
+        let end = lane.head.0.load(Ordering::Relaxed);
+        // As if the head store of the second unit never happened, and the process died.
+        lane.head.0.store(128, Ordering::Relaxed);
+        lane.writer
+            .0
+            .state
+            .store(attached_by(DEAD_PID), Ordering::Relaxed);
+        drop(dead); // taken from it: the drop leaves the slot alone
+
+        let mut writer = region.writer().unwrap();
+        assert_eq!(
+            lane.head.0.load(Ordering::Relaxed),
+            end,
+            "the stamped unit is published"
+        );
+        writer.write_unit(&[b"new"]).unwrap();
+        let reader = region.reader().unwrap();
+        for expected in [&b"first"[..], b"stamped", b"new"] {
+            let unit = reader.next_unit(Duration::from_secs(1)).unwrap();
+            assert_eq!(unit.blob(0).unwrap(), expected);
+        }
+        assert!(reader.try_next_unit().unwrap().is_none());
+    }
+}

@@ -10,7 +10,7 @@
 
 use crate::error::Role;
 use crate::layout::{Expected, READERS_GONE};
-use crate::ring::presence::{any_pid, attach, detach, presence, Presence};
+use crate::ring::presence::{any_pid, attach, detach, presence, still_held, Held, Presence};
 use crate::ring::{cursors, process, reap};
 use crate::storage::{Storage, Store};
 use crate::sync::{Arc, Ordering};
@@ -22,7 +22,7 @@ use crate::{Error, Result};
 /// # Errors
 /// [`Error::RoleTaken`] when every lane has a live writer; [`Error::Corrupt`] if a dead
 /// writer's lane holds impossible cursors (the lane is left attached to us, and unusable).
-pub(crate) fn attach_writer(store: &Store) -> Result<u32> {
+pub(crate) fn attach_writer(store: &Store) -> Result<(u32, Held)> {
     let lanes = store.geometry().lanes;
     for pass in 0..2 {
         for lane in 0..lanes {
@@ -31,17 +31,17 @@ pub(crate) fn attach_writer(store: &Store) -> Result<u32> {
             if pass == 0 && presence(slot, false) == Presence::Alive {
                 continue;
             }
-            let Some(takeover) = attach(slot) else {
+            let Some((held, takeover)) = attach(slot) else {
                 continue;
             };
             clear_expected(store);
             if takeover {
                 if let Err(e) = cursors::publish_stamped(store, lane) {
-                    detach_writer(store, lane);
+                    detach_writer(store, lane, held);
                     return Err(e);
                 }
             }
-            return Ok(lane);
+            return Ok((lane, held));
         }
     }
     Err(Error::RoleTaken {
@@ -51,8 +51,8 @@ pub(crate) fn attach_writer(store: &Store) -> Result<u32> {
 }
 
 /// A writer handle was dropped: readers may now see the region closed.
-pub(crate) fn detach_writer(store: &Store, lane: u32) {
-    detach(&store.lane(lane).writer.0);
+pub(crate) fn detach_writer(store: &Store, lane: u32, held: Held) {
+    detach(&store.lane(lane).writer.0, held);
     notify(store, Signal::Data);
 }
 
@@ -62,7 +62,7 @@ pub(crate) fn detach_writer(store: &Store, lane: u32) {
 /// # Errors
 /// [`Error::RoleTaken`] when every slot has a live reader; [`Error::Timeout`] if the units of
 /// a dead reader could not be released (a live reader kept them unclear for a second).
-pub(crate) fn attach_reader(store: &Store) -> Result<u32> {
+pub(crate) fn attach_reader(store: &Store) -> Result<(u32, Held)> {
     let readers = store.geometry().readers;
     for pass in 0..2 {
         for slot in 0..readers {
@@ -70,7 +70,7 @@ pub(crate) fn attach_reader(store: &Store) -> Result<u32> {
             if pass == 0 && presence(participant, false) == Presence::Alive {
                 continue;
             }
-            let Some(takeover) = attach(participant) else {
+            let Some((held, takeover)) = attach(participant) else {
                 continue;
             };
             if takeover {
@@ -88,7 +88,7 @@ pub(crate) fn attach_reader(store: &Store) -> Result<u32> {
                 .0
                 .hints
                 .fetch_and(!READERS_GONE, Ordering::Relaxed);
-            return Ok(slot);
+            return Ok((slot, held));
         }
     }
     Err(Error::RoleTaken {
@@ -106,18 +106,23 @@ pub(crate) fn attach_reader(store: &Store) -> Result<u32> {
 pub(crate) struct SlotLease {
     pub store: Arc<Store>,
     pub slot: u32,
+    pub held: Held,
 }
 
 impl Drop for SlotLease {
     fn drop(&mut self) {
-        detach_reader(&self.store, self.slot);
+        detach_reader(&self.store, self.slot, self.held);
     }
 }
 
 /// A reader handle was dropped (with its last owned unit): writers may now see the region
 /// closed.
-fn detach_reader(store: &Store, slot: u32) {
+fn detach_reader(store: &Store, slot: u32, held: Held) {
     let reader = store.reader_slot(slot);
+    if !still_held(&reader.reader, held) {
+        // Taken over by a process that believed us dead: the slot and its units are theirs.
+        return;
+    }
     // Release: a survivor that reads the cleared intent sees our tags.
     reader.intent.store(0, Ordering::Release);
     let others = (0..store.geometry().readers)
@@ -133,7 +138,7 @@ fn detach_reader(store: &Store, slot: u32) {
             .hints
             .fetch_or(READERS_GONE, Ordering::Relaxed);
     }
-    detach(&reader.reader);
+    detach(&reader.reader, held);
     for lane in 0..store.geometry().lanes {
         notify(store, Signal::Space(lane));
     }

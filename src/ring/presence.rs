@@ -72,9 +72,13 @@ pub(crate) fn presence(slot: &Participant, check_pid: bool) -> Presence {
     }
 }
 
+/// A slot this process holds: the state word it attached with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Held(u64);
+
 /// Takes `slot` for this process if it is free, detached, or held by a dead process.
-/// Returns whether it was taken and, when it was, whether a dead holder was displaced.
-pub(crate) fn attach(slot: &Participant) -> Option<bool> {
+/// Returns `None` if it was not taken, else the hold and whether a dead holder was displaced.
+pub(crate) fn attach(slot: &Participant) -> Option<(Held, bool)> {
     // Acquire: pairs with the CAS below run by an earlier holder.
     let state = slot.state.load(Ordering::Acquire);
     let takeover = match state & 3 {
@@ -100,19 +104,36 @@ pub(crate) fn attach(slot: &Participant) -> Option<bool> {
     );
     // Relaxed: for people reading the header; `presence` reads the pid in the state word.
     slot.pid.store(u64::from(pid), Ordering::Relaxed);
-    Some(takeover)
+    Some((Held(next), takeover))
 }
 
-/// Marks a slot detached (a clean drop).
-pub(crate) fn detach(slot: &Participant) {
-    // Acquire: pairs with our own attach (the word is ours alone while attached). Not
-    // asserted to be ATTACHED: shared memory is untrusted (the fuzzer overwrites it), and
-    // detaching is right whatever it says now.
-    let state = slot.state.load(Ordering::Acquire);
+/// Whether the slot is still held as `held` says (not taken over since).
+pub(crate) fn still_held(slot: &Participant, held: Held) -> bool {
+    // Relaxed: a check of our own word; `detach` decides with a CAS.
+    slot.state.load(Ordering::Relaxed) == held.0
+}
+
+/// Marks a slot detached (a clean drop), unless another process took it over meanwhile (it
+/// believed us dead): then the slot is theirs and stays as it is.
+pub(crate) fn detach(slot: &Participant, held: Held) {
     // Release: pairs with the Acquire load in `presence`: everything we committed or released
-    // happens before another participant sees us gone.
-    slot.state
-        .store((state & !3) | SLOT_DETACHED, Ordering::Release);
+    // happens before another participant sees us gone. Relaxed on failure: nothing to do.
+    let _ = slot.state.compare_exchange(
+        held.0,
+        (held.0 & !3) | SLOT_DETACHED,
+        Ordering::Release,
+        Ordering::Relaxed,
+    );
+}
+
+/// Under loom: marks the holder of `slot` dead, as if its process had been killed (its
+/// handles must then never be used again; their drops leave the slot alone).
+#[cfg(shm_arena_loom)]
+pub(crate) fn model_kill(slot: &Participant) {
+    let state = slot.state.load(Ordering::Acquire);
+    let dead = (u64::from(process::MODEL_DEAD_PID) << PID_SHIFT) | (state & ((1 << PID_SHIFT) - 1));
+    // Release: pairs with the Acquire load in `presence`.
+    slot.state.store(dead, Ordering::Release);
 }
 
 /// The pid of the first of `n` slots that names one (for `RoleTaken`), else 0.

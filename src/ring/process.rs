@@ -19,11 +19,22 @@ pub(crate) fn alive(pid: u32, start: u64) -> bool {
     }
 }
 
-/// Under Miri and loom there is no /proc: every peer counts as alive.
-#[cfg(any(miri, shm_arena_loom))]
+/// Under Miri there is no /proc: every process counts as alive.
+#[cfg(all(miri, not(shm_arena_loom)))]
 pub(crate) fn alive(_pid: u32, _start: u64) -> bool {
     true
 }
+
+/// Under loom there is no /proc and one process: every process counts as alive but the one a
+/// model killed (see `presence::model_kill`).
+#[cfg(shm_arena_loom)]
+pub(crate) fn alive(pid: u32, _start: u64) -> bool {
+    pid != MODEL_DEAD_PID
+}
+
+/// Under loom: the pid a killed participant's slot names.
+#[cfg(shm_arena_loom)]
+pub(crate) const MODEL_DEAD_PID: u32 = u32::MAX;
 
 /// The fields of /proc/PID/stat we need.
 #[cfg(not(any(miri, shm_arena_loom)))]
