@@ -67,7 +67,10 @@ fn reader(name: &str) -> Result<(), Box<dyn std::error::Error>> {
             Ok(unit) => {
                 let i = u64::from_le_bytes(unit.blob(0)?.try_into()?);
                 assert_eq!(i, next, "units arrive in order");
-                assert!(unit.blob(1)?.iter().all(|&b| b == i as u8), "unit {i} intact");
+                assert!(
+                    unit.blob(1)?.iter().all(|&b| b == i as u8),
+                    "unit {i} intact"
+                );
                 next += 1;
             }
             Err(Error::Closed(Role::Writer)) => break,

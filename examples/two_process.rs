@@ -63,6 +63,22 @@ struct Options {
     batches: Vec<Batch>,
     /// `None`: sized for each batch by [`auto_capacity`].
     capacity: Option<u64>,
+    /// Units the arena side publishes (and the reader ends) together; `None`: see
+    /// [`auto_publish`].
+    publish: Option<u32>,
+    /// Alternating runs of each transport.
+    reps: u32,
+}
+
+/// Units per publication when not given: the pipe side hands the kernel 64 KiB at a time (its
+/// `BufWriter`), so small units go through it hundreds at a time; the arena side publishes
+/// (and ends) small units 64 at a time with a batch, large ones one by one.
+fn auto_publish(batch: Batch) -> u32 {
+    if batch.size <= 4096 {
+        64
+    } else {
+        1
+    }
 }
 
 /// Room for two units (a power of two, at least 1 MiB): the writer fills one while the reader
@@ -78,6 +94,8 @@ fn auto_capacity(batch: Batch) -> u64 {
 const USAGE: &str = "usage: two_process [--units N] [--size BYTES] [--capacity BYTES]
   --units N          units to move (default: 2000 units of 1 MiB, then 1000000 of 64 B)
   --size BYTES       payload bytes per unit, e.g. 64, 4K, 1M (default: both runs above)
+  --publish N        units shm-arena publishes and ends at a time (default: 64 up to 4 KiB, else 1)
+  --reps N           alternating runs of each transport; the median is compared (default 3)
   --capacity BYTES   ring size, a power of two (default: room for two units, at least 1M)
 Giving --units or --size makes a single run of that batch.";
 
@@ -85,6 +103,8 @@ fn parse_options(args: &[String]) -> Result<Options> {
     let mut units = None;
     let mut size = None;
     let mut capacity = None;
+    let mut publish = None;
+    let mut reps = 3;
     let mut args = args.iter();
     while let Some(flag) = args.next() {
         if flag == "--help" || flag == "-h" {
@@ -104,6 +124,19 @@ fn parse_options(args: &[String]) -> Result<Options> {
             }
             "--size" => size = Some(usize::try_from(parse_bytes(value)?)?),
             "--capacity" => capacity = Some(parse_bytes(value)?),
+            "--publish" => {
+                publish = Some(
+                    value
+                        .parse::<u32>()
+                        .map_err(|e| format!("--publish {value}: {e}"))?,
+                )
+            }
+            "--reps" => {
+                reps = value
+                    .parse::<u32>()
+                    .map_err(|e| format!("--reps {value}: {e}"))?
+                    .max(1)
+            }
             _ => return Err(format!("unknown argument {flag}\n{USAGE}").into()),
         }
     }
@@ -124,7 +157,12 @@ fn parse_options(args: &[String]) -> Result<Options> {
             size: size.unwrap_or(1 << 20),
         }]
     };
-    Ok(Options { batches, capacity })
+    Ok(Options {
+        batches,
+        capacity,
+        publish,
+        reps,
+    })
 }
 
 /// `123`, `4K`/`4KiB`, `1M`/`1MiB`, `1G`/`1GiB` (binary multiples).
@@ -297,6 +335,7 @@ fn child(args: &[String]) -> Result<()> {
             writer.set_timeout(Some(TIMEOUT));
             // A unit with no blobs says "ready": the parent starts its clock on it.
             writer.write_unit(&[])?;
+            let mut writer = writer.begin_batch(options.publish.unwrap_or(1));
             for index in 0..batch.units {
                 let mut unit = writer.begin_unit()?;
                 // The payload is generated straight into shared memory: the only copy.
@@ -304,7 +343,8 @@ fn child(args: &[String]) -> Result<()> {
                 unit.push(&trailer(index, batch.size, sum))?;
                 unit.commit()?;
             }
-            // Dropping the writer closes the ring: the parent sees `Closed` after the last unit.
+            // Dropping the batch publishes what is pending; dropping the writer then closes the
+            // ring: the parent sees `Closed` after the last unit.
             Ok(())
         }
         "pipe" => {
@@ -405,7 +445,7 @@ struct Measured {
     elapsed: Duration,
 }
 
-fn child_command(transport: &str, batch: Batch) -> Result<Command> {
+fn child_command(transport: &str, batch: Batch, publish: u32) -> Result<Command> {
     let mut command = Command::new(std::env::current_exe()?);
     command.args([
         "--child",
@@ -414,16 +454,18 @@ fn child_command(transport: &str, batch: Batch) -> Result<Command> {
         &batch.units.to_string(),
         "--size",
         &batch.size.to_string(),
+        "--publish",
+        &publish.to_string(),
     ]);
     Ok(command)
 }
 
 /// Reads the batch from a child through the arena; `Err` names what went wrong, and the child's
 /// own failure when there is one (it is the likelier cause).
-fn through_arena(batch: Batch, capacity: u64) -> Result<Measured> {
+fn through_arena(batch: Batch, capacity: u64, publish: u32) -> Result<Measured> {
     let region = Region::create(capacity)?;
     let reader = region.reader()?;
-    let mut command = child_command("arena", batch)?;
+    let mut command = child_command("arena", batch, publish)?;
     region.share_with_child(&mut command)?;
     let mut child = ChildGuard::spawn(&mut command)?;
 
@@ -436,16 +478,23 @@ fn through_arena(batch: Batch, capacity: u64) -> Result<Measured> {
         }
         drop(ready);
         let start = Instant::now();
-        for index in 0..batch.units {
-            let unit = reader
-                .next_unit(TIMEOUT)
+        let mut index = 0;
+        while index < batch.units {
+            // Up to `publish` units at once, ended together when the run is dropped.
+            let run = reader
+                .next_batch(publish.max(1) as usize, TIMEOUT)
                 .map_err(|e| format!("waiting for unit {index}: {e}"))?;
-            if unit.blob_count() != 2 {
-                let count = unit.blob_count();
-                return Err(Mismatch(format!("unit {index} has {count} blobs, expected 2")).into());
+            for unit in run.iter() {
+                if unit.blob_count() != 2 {
+                    let count = unit.blob_count();
+                    return Err(
+                        Mismatch(format!("unit {index} has {count} blobs, expected 2")).into(),
+                    );
+                }
+                verify(index, batch.size, unit.blob(0)?, unit.blob(1)?)?;
+                index += 1;
             }
-            verify(index, batch.size, unit.blob(0)?, unit.blob(1)?)?;
-            // Dropping the unit ends it: its space goes back to the child.
+            // Dropping the run ends its units: their space goes back to the child.
         }
         let elapsed = start.elapsed();
         match reader.next_unit(TIMEOUT) {
@@ -464,7 +513,7 @@ fn through_arena(batch: Batch, capacity: u64) -> Result<Measured> {
 
 /// The same batch, through an anonymous pipe (the child's stdout; default pipe buffer).
 fn through_pipe(batch: Batch) -> Result<Measured> {
-    let mut command = child_command("pipe", batch)?;
+    let mut command = child_command("pipe", batch, 1)?;
     command.stdout(Stdio::piped());
     let mut child = ChildGuard::spawn(&mut command)?;
     let stdout = child.child().stdout.take().ok_or("no pipe to the child")?;
@@ -532,6 +581,18 @@ fn report(name: &str, batch: Batch, measured: &Measured) -> f64 {
     gbps
 }
 
+/// Median, smallest and largest of a few runs.
+fn spread(mut runs: Vec<f64>) -> (f64, f64, f64) {
+    runs.sort_by(f64::total_cmp);
+    let n = runs.len();
+    let median = if n % 2 == 1 {
+        runs[n / 2]
+    } else {
+        (runs[n / 2 - 1] + runs[n / 2]) / 2.0
+    };
+    (median, runs[0], runs[n - 1])
+}
+
 fn parent(args: &[String]) -> Result<()> {
     let options = parse_options(args)?;
     let capacity = |batch: Batch| options.capacity.unwrap_or_else(|| auto_capacity(batch));
@@ -571,13 +632,34 @@ fn parent(args: &[String]) -> Result<()> {
             batch.units as f64 * batch.size as f64 / 1e9,
             Bytes(capacity(batch)),
         );
-        let arena =
-            through_arena(batch, capacity(batch)).map_err(|e| format!("shm-arena run: {e}"))?;
-        let arena_gbps = report("shm-arena", batch, &arena);
-        let pipe = through_pipe(batch).map_err(|e| format!("pipe run: {e}"))?;
-        let pipe_gbps = report("pipe", batch, &pipe);
-        if pipe_gbps > 0.0 {
-            println!("  shm-arena / pipe: {:.2}x", arena_gbps / pipe_gbps);
+        let publish = options.publish.unwrap_or_else(|| auto_publish(batch));
+        if publish > 1 {
+            println!(
+                "  (shm-arena publishes and ends {publish} units at a time; the pipe side writes \
+                 64 KiB at a time)"
+            );
+        }
+        let (mut arenas, mut pipes) = (Vec::new(), Vec::new());
+        for _ in 0..options.reps {
+            let arena = through_arena(batch, capacity(batch), publish)
+                .map_err(|e| format!("shm-arena run: {e}"))?;
+            arenas.push(report("shm-arena", batch, &arena));
+            let pipe = through_pipe(batch).map_err(|e| format!("pipe run: {e}"))?;
+            pipes.push(report("pipe", batch, &pipe));
+        }
+        let (arena, arena_lo, arena_hi) = spread(arenas);
+        let (pipe, pipe_lo, pipe_hi) = spread(pipes);
+        println!(
+            "  median of {} alternating runs: shm-arena {arena:.2} GB/s ({arena_lo:.2}-{arena_hi:.2}), \
+             pipe {pipe:.2} GB/s ({pipe_lo:.2}-{pipe_hi:.2})",
+            options.reps
+        );
+        if pipe > 0.0 {
+            println!(
+                "  shm-arena / pipe: {:.2}x (payload bytes moved and verified per second, median \
+                 over median)",
+                arena / pipe
+            );
         }
     }
     println!();

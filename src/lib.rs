@@ -137,6 +137,6 @@ mod writer;
 pub use error::{Error, Result, Role};
 
 pub use layout::{BLOB_ALIGN, MAX_CAPACITY, MAX_READERS, MAX_WRITERS, MIN_CAPACITY};
-pub use reader::{unit_size, OwnedUnit, Reader, Unit};
+pub use reader::{unit_size, BatchUnit, OwnedUnit, Reader, Unit, UnitBatch};
 pub use region::{Backing, Cursors, Mode, Region, RegionOptions, REGION_FD_ENV};
-pub use writer::{UnitWriter, Writer};
+pub use writer::{Batch, UnitWriter, Writer};

@@ -377,3 +377,37 @@ fn writer_takeover_continues_after_the_last_commit() {
         second.join().unwrap();
     });
 }
+
+/// Model 7: batches on both sides. The writer publishes two units per head store and must
+/// publish what is pending before it waits for space (the third unit needs the first two
+/// ended); the reader takes runs of up to two units and ends each run with one tail store.
+#[test]
+fn batches_publish_and_end_runs() {
+    model("batches_publish_and_end_runs", || {
+        let region = Region::create_model(256);
+        let mut writer = region.writer().unwrap();
+        let reader = region.reader().unwrap();
+        let producer = thread::spawn(move || {
+            let mut batch = writer.begin_batch(2);
+            for unit in 0..3 {
+                write_pushed(&mut batch, unit, 64);
+            }
+        });
+        let mut next = 0u8;
+        while next < 3 {
+            let batch = reader.next_batch(2, LONG).unwrap();
+            for u in batch.iter() {
+                assert_eq!(u.position(), u64::from(next) * 128);
+                check_blob(next, 64, u.blob(0).unwrap());
+                next += 1;
+            }
+        }
+        producer.join().unwrap();
+        assert!(matches!(
+            reader.try_next_batch(2),
+            Err(Error::Closed(Role::Writer))
+        ));
+        let cursors = region.cursors();
+        assert_eq!((cursors.head, cursors.tail), (384, 384));
+    });
+}

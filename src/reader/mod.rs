@@ -5,10 +5,12 @@
 //! alone ([`spsc`]), MPMC readers claim units from any lane ([`mpmc`]). Waiting, ending units
 //! and decoding values are the same for both.
 
+mod batch;
 mod mpmc;
 mod spsc;
 mod unit;
 
+use std::cell::Cell;
 use std::fmt;
 use std::time::Duration;
 
@@ -20,7 +22,8 @@ use crate::sync::Arc;
 use crate::wait::{deadline_after, wait_for, Signal};
 use crate::Result;
 
-pub use unit::{unit_size, OwnedUnit, Unit};
+pub use batch::UnitBatch;
+pub use unit::{unit_size, BatchUnit, OwnedUnit, Unit};
 
 use mpmc::MpmcCursor;
 use spsc::SpscCursor;
@@ -79,6 +82,8 @@ pub struct Reader {
     lease: Arc<SlotLease>,
     /// How long `next_unit` spins before it sleeps (adapts to how long waits turn out).
     spin: SpinBudget,
+    /// The buffer of the last batch, kept so that batches allocate nothing in a steady state.
+    batch_views: Cell<Vec<View>>,
 }
 
 impl Reader {
@@ -100,6 +105,7 @@ impl Reader {
             cursor,
             lease,
             spin: SpinBudget::default(),
+            batch_views: Cell::new(Vec::new()),
         })
     }
 
@@ -170,6 +176,63 @@ impl Reader {
             || self.take(false),
         )?;
         Ok(Unit::new(self, view))
+    }
+
+    /// Up to `max` committed units at once, waiting at most `timeout` for the first one; the
+    /// others are those committed by then. They end together, when the batch is dropped: a
+    /// contiguous run with one tail store and one wake-up check (see [`UnitBatch`]). With a
+    /// writer that publishes in batches too ([`Writer::begin_batch`](crate::Writer::begin_batch))
+    /// small units cost a fraction of their one-by-one price.
+    ///
+    /// # Errors
+    /// As [`next_unit`](Self::next_unit), for the first unit; an error after the first unit
+    /// ends the batch early and comes back from the next call.
+    pub fn next_batch(&self, max: usize, timeout: Duration) -> Result<UnitBatch<'_>> {
+        let first = self.next_unit(timeout)?;
+        let mut views = self.batch_views.take();
+        views.clear();
+        views.push(first.into_view());
+        self.fill_batch(&mut views, max);
+        Ok(UnitBatch::new(self, views))
+    }
+
+    /// Up to `max` units committed now, without waiting (the batch may be empty).
+    ///
+    /// # Errors
+    /// As [`try_next_unit`](Self::try_next_unit), when no unit was taken.
+    pub fn try_next_batch(&self, max: usize) -> Result<UnitBatch<'_>> {
+        let mut views = self.batch_views.take();
+        views.clear();
+        if max > 0 {
+            match self.take(true) {
+                Ok(Some(view)) => views.push(view),
+                Ok(None) => {}
+                Err(e) => {
+                    self.batch_views.set(views);
+                    return Err(e);
+                }
+            }
+        }
+        if !views.is_empty() {
+            self.fill_batch(&mut views, max);
+        }
+        Ok(UnitBatch::new(self, views))
+    }
+
+    /// Takes units into `views` until it holds `max` or none is committed.
+    #[inline]
+    fn fill_batch(&self, views: &mut Vec<View>, max: usize) {
+        while views.len() < max {
+            match self.take(true) {
+                Ok(Some(view)) => views.push(view),
+                Ok(None) | Err(_) => break,
+            }
+        }
+    }
+
+    /// A batch's buffer, back for the next batch.
+    pub(crate) fn recycle(&self, views: Vec<View>) {
+        self.batch_views.set(views);
     }
 
     /// Bytes in the ring (in MPMC: in each lane).

@@ -85,6 +85,13 @@ impl<'r> Unit<'r> {
         self.reader.store()
     }
 
+    /// Gives up the guard without ending the unit (a batch ends it).
+    pub(crate) fn into_view(self) -> View {
+        let view = self.view;
+        std::mem::forget(self);
+        view
+    }
+
     /// Detaches the unit from the reader's borrow: the owned form is `Send + 'static` and keeps
     /// the region mapped. The space stays reserved until it is dropped.
     pub fn into_owned(self) -> OwnedUnit {
@@ -190,11 +197,6 @@ macro_rules! unit_access {
                 self.view.span
             }
 
-            /// Ends the unit: its space returns to the writer once every unit before it has
-            /// ended. The same as dropping it; the borrow checker keeps every view of the unit
-            /// from outliving this call.
-            pub fn end_unit(self) {}
-
             /// Decodes a unit written by [`Writer::send`](crate::Writer::send). `&str`,
             /// `&[u8]` (with `serde_bytes`), `Cow`, [`codec::Bytes`] and [`codec::Array`]
             /// fields borrow from shared memory; owned types copy.
@@ -226,6 +228,39 @@ macro_rules! unit_access {
 
 unit_access!(Unit<'_>, "Unit");
 unit_access!(OwnedUnit, "OwnedUnit");
+unit_access!(BatchUnit<'_>, "BatchUnit");
+
+/// Ending by name, for the guards that end a unit when they go.
+macro_rules! end_unit {
+    ($unit:ty) => {
+        impl $unit {
+            /// Ends the unit: its space returns to the writer once every unit before it has
+            /// ended. The same as dropping it; the borrow checker keeps every view of the unit
+            /// from outliving this call.
+            pub fn end_unit(self) {}
+        }
+    };
+}
+
+end_unit!(Unit<'_>);
+end_unit!(OwnedUnit);
+
+/// One unit of a [`UnitBatch`](crate::UnitBatch): the same read access as [`Unit`]; it ends
+/// with its batch.
+pub struct BatchUnit<'b> {
+    store: &'b Store,
+    view: View,
+}
+
+impl<'b> BatchUnit<'b> {
+    pub(crate) fn new(store: &'b Store, view: View) -> BatchUnit<'b> {
+        BatchUnit { store, view }
+    }
+
+    fn store(&self) -> &'b Store {
+        self.store
+    }
+}
 
 /// Bytes a unit with blobs of these lengths needs, record and alignment included, not counting
 /// padding at the ring's end (which the [`crate::Writer::max_unit`] limit already allows for).

@@ -1,6 +1,6 @@
 //! A lane's cursors as a handle attaching to it finds them.
 
-use crate::layout::{BLOB_ALIGN, COMMITTED, RECORD_SIZE};
+use crate::layout::{BLOB_ALIGN, COMMITTED, RECORD_SIZE, RELEASED};
 use crate::storage::{Storage, Store};
 use crate::sync::Ordering;
 use crate::wait::{notify, Signal};
@@ -27,45 +27,58 @@ pub(crate) fn load_cursors(store: &Store, lane: u32) -> Result<(u64, u64)> {
     Ok((head, tail))
 }
 
-/// After a writer took over the lane of a dead one: publishes the unit the dead writer had
-/// stamped COMMITTED but not yet published with its head store (it died between the two).
+/// After a writer took over the lane of a dead one: publishes the units the dead writer had
+/// stamped COMMITTED but not yet published with its head store (it died between the stamp and
+/// the head store, or inside a batch, which defers the head store over several units).
 ///
-/// An SPSC reader may already have taken that unit by its stamp, so the new writer must not
-/// overwrite it: the unit is complete (the stamp is stored last, with Release, after the record
-/// and the blobs), so it is published as the dead writer would have.
+/// An SPSC reader may already have taken such units by their stamps (and even ended them: the
+/// tail may be past the head), so the new writer must not overwrite them: each is complete
+/// (the stamp is stored last, with Release, after the record and the blobs), so they are
+/// published as the dead writer would have.
 ///
 /// # Errors
-/// [`Error::Corrupt`] if the head or the stamped record are impossible (the writer then
-/// checks the cursors again with [`load_cursors`]).
+/// [`Error::Corrupt`] if the head or a stamped record are impossible (the writer then checks
+/// the cursors again with [`load_cursors`]).
 pub(crate) fn publish_stamped(store: &Store, lane: u32) -> Result<()> {
     let cursors = store.lane(lane);
+    let cap = store.capacity();
     // Acquire: pairs with the dead writer's Release head store.
     let head = cursors.head.0.load(Ordering::Acquire);
     // Acquire: pairs with the tail stores in `release::release` and `advance_tail` (a reader
-    // may have taken and ended the stamped unit already: then the tail is past the head).
+    // may have taken and ended stamped units already: then the tail is past the head).
     let tail = cursors.tail.0.load(Ordering::Acquire);
-    if head % BLOB_ALIGN != 0 {
+    if head % BLOB_ALIGN != 0 || tail % BLOB_ALIGN != 0 || tail.min(head) + cap < tail.max(head) {
         return Err(Error::corrupt(
-            format!("head cursor {head} is not 64-aligned"),
+            format!("cursors head {head} and tail {tail} of a dead writer's lane"),
             head,
         ));
     }
-    let rec = store.record(lane, head);
-    // Acquire: pairs with the Release stamp store in `UnitWriter::commit`.
-    if rec.word.load(Ordering::Acquire) != head | COMMITTED {
-        return Ok(());
+    let mut end = head;
+    // At most a ring's worth of units past the older of head and tail.
+    while end - tail.min(head) < cap {
+        let rec = store.record(lane, end);
+        // Acquire: pairs with the Release stamp store in `UnitWriter::commit` (and with the
+        // Release mark of a reader that ended the unit out of order).
+        let word = rec.word.load(Ordering::Acquire);
+        if word != end | COMMITTED && word != end | RELEASED {
+            break;
+        }
+        let span = rec.span.load(Ordering::Relaxed);
+        let next = end.saturating_add(span);
+        if span % BLOB_ALIGN != 0 || span < RECORD_SIZE || next - tail.min(head) > cap {
+            return Err(Error::corrupt(
+                format!("a dead writer's unit at {end} has span {span}"),
+                end,
+            ));
+        }
+        end = next;
     }
-    let span = rec.span.load(Ordering::Relaxed);
-    let end = head.saturating_add(span);
-    if span % BLOB_ALIGN != 0 || span < RECORD_SIZE || tail > end || end - tail > store.capacity() {
-        return Err(Error::corrupt(
-            format!("a dead writer's last unit at {head} has span {span}"),
-            head,
-        ));
+    if end > head {
+        // Release: pairs with the Acquire head loads of readers, as the dead writer's would
+        // have.
+        cursors.head.0.store(end, Ordering::Release);
+        notify(store, Signal::Data);
     }
-    // Release: pairs with the Acquire head loads of readers, as the dead writer's would have.
-    cursors.head.0.store(end, Ordering::Release);
-    notify(store, Signal::Data);
     Ok(())
 }
 

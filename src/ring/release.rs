@@ -32,18 +32,31 @@ pub(crate) fn release(store: &Store, view: &View) {
 /// later, by this same thread, our tail store is ordered before it.
 #[inline]
 pub(crate) fn release_with(store: &Store, view: &View, next_not_taken: bool) {
-    let lane = view.lane;
+    release_run(store, std::slice::from_ref(view), next_not_taken);
+}
+
+/// [`release_with`] for a run of units the caller holds: contiguous in one lane, in order
+/// (an SPSC reader's batch). In order, one tail store and one fence end them all.
+#[inline]
+pub(crate) fn release_run(store: &Store, run: &[View], next_not_taken: bool) {
+    let (Some(first), Some(last)) = (run.first(), run.last()) else {
+        return;
+    };
+    debug_assert!(run
+        .windows(2)
+        .all(|w| w[0].lane == w[1].lane && w[0].start + w[0].span == w[1].start));
+    let lane = first.lane;
     let tail = &store.lane(lane).tail.0;
-    let end = view.start + view.span;
+    let end = last.start + last.span;
     // A stale (smaller) tail only sends us down the out-of-order path, which is correct for
     // any tail; the tail never passes an unmarked unit, so it cannot be larger.
     // Acquire: pairs with the Release tail store (or CAS) that moved the tail to our unit.
     // Our plain store below is not part of that store's release sequence, so without this
     // the writer, acquiring our tail, would not be ordered after the previous unit's reads
     // when that unit was ended on another thread (loom found this with two MPMC readers).
-    if tail.load(Ordering::Acquire) == view.start {
+    if tail.load(Ordering::Acquire) == first.start {
         // Release: pairs with the writer's Acquire tail load in `UnitWriter::reserve`: our
-        // reads of this unit's bytes happen before the writer reuses them.
+        // reads of these units' bytes happen before the writer reuses them.
         tail.store(end, Ordering::Release);
         // SeqCst fence: pairs with a sleeping writer's fence in `wait_for` (tail stored,
         // then the waiter count loaded) and, below, with an out-of-order releaser's fence.
@@ -58,12 +71,14 @@ pub(crate) fn release_with(store: &Store, view: &View, next_not_taken: bool) {
         }
         wake_if_waiting(store, Signal::Space(lane));
     } else {
-        // Release: pairs with the Acquire mark load in `advance_tail`, which passes our
-        // reads of the unit on to the writer through its tail CAS.
-        store
-            .record(lane, view.start)
-            .word
-            .store(view.start | RELEASED, Ordering::Release);
+        for view in run {
+            // Release: pairs with the Acquire mark load in `advance_tail`, which passes our
+            // reads of the unit on to the writer through its tail CAS.
+            store
+                .record(lane, view.start)
+                .word
+                .store(view.start | RELEASED, Ordering::Release);
+        }
         after_mark(store, lane);
     }
 }

@@ -179,6 +179,21 @@ fn case1(s: &Settings, out: &mut Output) {
         }),
     ];
     out.throughput(s, "1 SPSC threads, 64 B units", "units/s", &mut cs);
+    // The same stream with batches on both sides (64 units per head store and per tail
+    // store); the peers as above, one unit at a time (none of them has a batch API that keeps
+    // units apart: rtrb's chunks are bytes).
+    let mut batched = [
+        contender("shm-arena (batches of 64)", "ours", || {
+            per_sec(units, threads::arena_batched(size, units, 64))
+        }),
+        contender("rtrb", "peer", || {
+            per_sec(units, threads::rtrb(size, units))
+        }),
+        contender("crossbeam-channel", "peer", || {
+            per_sec(units, threads::channel_array(units))
+        }),
+    ];
+    out.throughput(s, "1 SPSC threads, 64 B units, batched", "units/s", &mut batched);
     // The same, with the reader on CPU 0 and the writer on CPU 1 for every contender. Unpinned,
     // the scheduler sometimes runs both threads on one CPU, where a ring without
     // per-unit fences or validation (rtrb: 32-111 M units/s there) turns into a single-thread

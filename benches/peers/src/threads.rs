@@ -84,6 +84,43 @@ pub fn arena(size: usize, units: u64) -> Duration {
     )
 }
 
+/// shm-arena with batches on both sides: the writer publishes `batch` units per head store,
+/// the reader takes and ends runs of up to `batch` units (the same payload work per unit).
+pub fn arena_batched(size: usize, units: u64, batch: usize) -> Duration {
+    let need = 2 * shm_arena::unit_size(&[size]) as usize;
+    let capacity = ring_bytes(size).max(need).next_power_of_two() as u64;
+    let region = Region::create(capacity).expect("memfd region");
+    let mut writer = region.writer().expect("writer");
+    writer.set_timeout(Some(TIMEOUT));
+    let reader = region.reader().expect("reader");
+    let src = source(size);
+    let _pin = crate::util::pin_parent();
+    let start = Instant::now();
+    let sum = std::thread::scope(|s| {
+        s.spawn(move || {
+            crate::util::pin_thread(1);
+            let mut writer = writer.begin_batch(batch as u32);
+            for i in 0..units {
+                let mut unit = writer.begin_unit().expect("begin unit");
+                fill(unit.blob_mut(size).expect("blob"), &src, i);
+                unit.commit().expect("commit");
+            }
+        });
+        let mut sum = 0u64;
+        let mut got = 0;
+        while got < units {
+            let run = reader.next_batch(batch, TIMEOUT).expect("next batch");
+            for unit in run.iter() {
+                sum = sum.wrapping_add(checksum(unit.blob(0).expect("blob 0")));
+            }
+            got += run.len() as u64;
+        }
+        sum
+    });
+    std::hint::black_box(sum);
+    start.elapsed()
+}
+
 /// rtrb: a byte ring written and read with its chunk API (the ring holds a whole number of
 /// units, so a unit never wraps).
 pub fn rtrb(size: usize, units: u64) -> Duration {
