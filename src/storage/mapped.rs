@@ -102,7 +102,6 @@ impl Mapped {
     }
 
     /// Start of `lane`'s ring.
-    #[inline]
     fn ring(&self, lane: u32) -> *mut u8 {
         assert!(lane < self.geometry.lanes, "lane {lane} out of range");
         let off = self.data_offset + lane as usize * self.capacity as usize;
@@ -110,7 +109,6 @@ impl Mapped {
         unsafe { self.base.as_ptr().add(off) }
     }
 
-    #[inline]
     fn offset(&self, pos: u64, len: u64) -> usize {
         let off = pos & (self.capacity - 1);
         debug_assert!(off + len <= self.capacity, "range crosses the ring's end");
@@ -138,7 +136,6 @@ impl Drop for Mapped {
 }
 
 impl Storage for Mapped {
-    #[inline]
     fn shared(&self) -> &Shared {
         // SAFETY: SHARED_OFFSET is inside the header page, 128-aligned from a page-aligned base
         // (checked at compile time in layout.rs); Shared is all atomics, valid for any bytes,
@@ -150,7 +147,6 @@ impl Storage for Mapped {
         self.geometry
     }
 
-    #[inline]
     fn lane(&self, lane: u32) -> &Lane {
         assert!(lane < self.geometry.lanes, "lane {lane} out of range");
         let off = LANES_OFFSET + lane as usize * std::mem::size_of::<Lane>();
@@ -170,12 +166,10 @@ impl Storage for Mapped {
         unsafe { &*self.base.as_ptr().add(off).cast::<ReaderSlot>() }
     }
 
-    #[inline]
     fn capacity(&self) -> u64 {
         self.capacity
     }
 
-    #[inline]
     fn record(&self, lane: u32, pos: u64) -> &Record {
         debug_assert_eq!(pos % RECORD_SIZE, 0);
         let off = self.offset(pos & !(RECORD_SIZE - 1), RECORD_SIZE);
@@ -185,14 +179,12 @@ impl Storage for Mapped {
         unsafe { &*self.ring(lane).add(off).cast::<Record>() }
     }
 
-    #[inline]
     fn bytes_for_write(&self, lane: u32, pos: u64, len: u64) -> *mut u8 {
         let off = self.offset(pos, len);
         // SAFETY: off + len <= capacity (callers guarantee, debug-asserted in offset).
         unsafe { self.ring(lane).add(off) }
     }
 
-    #[inline]
     fn bytes_for_read(&self, lane: u32, pos: u64, len: u64) -> *const u8 {
         self.bytes_for_write(lane, pos, len)
     }
