@@ -107,6 +107,13 @@ fn stubborn(_: (), out: &mut Output) -> shm_arena::Result<()> {
     Ok(())
 }
 
+/// Sends `first` items, then exits with status 0 in the middle of its stream (as a library
+/// calling `exit(0)` would).
+fn exits_early(first: u64, out: &mut Output) -> shm_arena::Result<()> {
+    numbers(first, out)?;
+    std::process::exit(0);
+}
+
 static INIT_RUNS: AtomicU32 = AtomicU32::new(0);
 
 fn count_init() -> Result<(), String> {
@@ -127,6 +134,7 @@ fn registry() -> Registry {
         .register("sleepy", sleepy)
         .register("endless", endless)
         .register("stubborn", stubborn)
+        .register("exits_early", exits_early)
         .register("report_init_runs", report_init_runs)
         .register_initializer("count_init", count_init)
 }
@@ -417,6 +425,38 @@ fn worker_killed_by_sigkill_is_named() {
         other => panic!("expected Signaled, got {other:?}"),
     }
     assert!(err.to_string().contains("SIGKILL"), "{err}");
+    expect_end(&mut sub);
+    drop(sub);
+    base.check();
+}
+
+#[test]
+fn worker_exit_0_mid_stream_is_an_error() {
+    let base = Baseline::take();
+    let mut sub = iterate_in_subprocess("exits_early", &3u64, options()).unwrap();
+    let pid = sub.pid();
+    for expected in 0..3u64 {
+        assert_eq!(
+            sub.next().unwrap().unwrap().decode::<u64>().unwrap(),
+            expected
+        );
+    }
+    // Exit status 0, but no done message: a truncated stream, not a finish.
+    let err = sub.next().expect("an error, not the end").unwrap_err();
+    match &err {
+        WorkerError::ExitedEarly {
+            worker,
+            pid: p,
+            code,
+        } => {
+            assert_eq!((worker.as_str(), *p, *code), ("exits_early", pid, 0));
+        }
+        other => panic!("expected ExitedEarly, got {other:?}"),
+    }
+    assert!(
+        err.to_string().contains("without finishing its stream"),
+        "{err}"
+    );
     expect_end(&mut sub);
     drop(sub);
     base.check();

@@ -53,10 +53,15 @@ pub enum WorkerError {
         /// The signal's name, such as `SIGKILL`.
         name: &'static str,
     },
-    /// The worker process exited with a non-zero status without saying why (for example a
-    /// program that does not call [`Registry::run_if_worker`](super::Registry::run_if_worker)).
-    #[error("worker {worker:?} (pid {pid}) exited with status {code}")]
-    Exited {
+    /// The worker process exited, whatever its status (0 included), without its done message:
+    /// its function neither returned nor panicked, so the items before this error may be only
+    /// part of its stream. For example the function (or a library it calls) called
+    /// [`std::process::exit`], or the program does not call
+    /// [`Registry::run_if_worker`](super::Registry::run_if_worker).
+    #[error(
+        "worker {worker:?} (pid {pid}) exited with status {code} without finishing its stream"
+    )]
+    ExitedEarly {
         /// The registered name.
         worker: String,
         /// Its process id.
@@ -87,7 +92,7 @@ impl WorkerError {
             | WorkerError::Panicked { pid, .. }
             | WorkerError::Setup { pid, .. }
             | WorkerError::Signaled { pid, .. }
-            | WorkerError::Exited { pid, .. }
+            | WorkerError::ExitedEarly { pid, .. }
             | WorkerError::Inactive { pid, .. } => Some(*pid),
             WorkerError::Arena(_) => None,
         }

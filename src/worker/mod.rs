@@ -62,6 +62,7 @@
 //! |---|---|
 //! | the worker returns `Err(e)` | [`WorkerError::Failed`] with `e`'s message, after the items it sent |
 //! | the worker panics | [`WorkerError::Panicked`] with the panic message and location |
+//! | the worker exits without returning (for example it calls [`std::process::exit`]), whatever its status | [`WorkerError::ExitedEarly`] with the status, after the items it sent |
 //! | the worker is killed by a signal | [`WorkerError::Signaled`] naming the signal, within about 100 ms of its death |
 //! | the worker sends nothing for [`Options::inactivity_timeout`] | [`WorkerError::Inactive`]; the worker is stopped |
 //! | the parent is killed (even SIGKILL) | the worker gets SIGKILL from the kernel (`PR_SET_PDEATHSIG`) |

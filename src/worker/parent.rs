@@ -300,9 +300,10 @@ impl Process {
                 pid,
                 message,
             }),
+            // No done message: the stream was cut short, even by an exit status of 0 (a
+            // library calling `exit(0)`); only the message says the function returned.
             _ => match status.and_then(|s| s.code()) {
-                Some(0) => Ok(None),
-                Some(code) => Err(WorkerError::Exited { worker, pid, code }),
+                Some(code) => Err(WorkerError::ExitedEarly { worker, pid, code }),
                 None => Err(WorkerError::Arena(Error::io(
                     format!("reaping worker {worker:?} (pid {pid})"),
                     std::io::Error::other("no exit status"),
