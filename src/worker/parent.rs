@@ -12,11 +12,10 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::child::{STATUS_DONE, STATUS_FAILED, STATUS_PANICKED, STATUS_SETUP};
 use super::error::{signal_name, WorkerError};
 use super::limit::Limit;
+use super::protocol::{MAX_STATUS, STATUS_DONE, STATUS_FAILED, STATUS_PANICKED, STATUS_SETUP};
 use super::spawn::{spawn, Options};
-use super::MAX_STATUS;
 use crate::codec::{self, EncodeOptions, HeapBlobs};
 use crate::{Error, OwnedUnit, Reader, Role, Unit};
 

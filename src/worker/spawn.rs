@@ -10,7 +10,7 @@ use std::sync::{mpsc, OnceLock};
 use std::time::Duration;
 
 use super::limit::Limit;
-use super::{FDS_ENV, INIT_ENV, PARENT_ENV, WORKER_ENV};
+use super::protocol::{FDS_ENV, INIT_ENV, PARENT_ENV, WORKER_ENV};
 use crate::{Error, Reader, Region, Result};
 
 /// Settings for [`iterate_in_subprocess`](super::iterate_in_subprocess).
