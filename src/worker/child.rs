@@ -48,6 +48,28 @@ pub(crate) trait Workers {
 /// Every item is one unit, encoded with [`Writer::send`]: large byte strings and
 /// [`Array`](crate::codec::Array)s are copied once into the shared ring, the rest goes into a
 /// small envelope.
+///
+/// # Examples
+///
+/// A worker function that stops cleanly when the parent stops iterating (`no_run`: it runs in
+/// a worker process, see [`Registry`](super::Registry)):
+///
+/// ```no_run
+/// use shm_arena::worker::{Output, Registry};
+///
+/// fn tick(_: (), out: &mut Output) -> shm_arena::Result<()> {
+///     for i in 0u64.. {
+///         // Fails with `Error::Closed` once the parent dropped its iterator: returning the
+///         // error then counts as a normal stop, not a failure.
+///         out.send(&i)?;
+///     }
+///     Ok(())
+/// }
+///
+/// fn main() {
+///     Registry::new().register("tick", tick).run_if_worker();
+/// }
+/// ```
 pub struct Output {
     writer: Writer,
     region: Region,

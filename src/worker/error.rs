@@ -6,7 +6,30 @@ use std::time::Duration;
 ///
 /// Kept apart from [`crate::Error`] because most variants describe the *worker process* (its
 /// name, pid, exit status), not the ring; ring and OS errors are wrapped in
-/// [`WorkerError::Arena`].
+/// [`WorkerError::Arena`] (see the [module documentation](super#errors)).
+///
+/// # Examples
+///
+/// Telling a worker's failure from an arena error (`no_run`: the program must register the
+/// worker in `main`, see [`Registry`](super::Registry)):
+///
+/// ```no_run
+/// use shm_arena::worker::{iterate_in_subprocess, Options, WorkerError};
+///
+/// # fn main() -> Result<(), WorkerError> {
+/// for item in iterate_in_subprocess("count", &10u32, Options::new())? {
+///     match item {
+///         Ok(item) => println!("{}", item.decode::<u32>()?),
+///         Err(WorkerError::ExitedEarly { code, .. }) => {
+///             eprintln!("the stream was cut short (exit status {code})")
+///         }
+///         Err(e) if e.pid().is_some() => eprintln!("the worker process failed: {e}"),
+///         Err(e) => return Err(e), // an arena or OS error
+///     }
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum WorkerError {

@@ -44,6 +44,26 @@
 //! (`no_run`: a doc test cannot register itself as a worker; `tests/worker.rs` runs all of this
 //! for real, and `examples/pipeline.rs` is a complete program.)
 //!
+//! Behind the `worker` cargo feature, on by default (`default-features = false` leaves the
+//! arena alone).
+//!
+//! # Consuming the output
+//!
+//! One way: iterate the [`Subprocess`] that [`iterate_in_subprocess`] returns. It yields
+//! `Result<`[`Item`]`, `[`WorkerError`]`>`; an [`Item`] is an owned unit that may be held, sent
+//! to another thread and decoded in place ([`Item::decode`]) or into an owned value
+//! (`item?.decode::<T>()`); dropping it returns its space to the worker. [`Item::blob`] reads
+//! units the worker wrote blob by blob through [`Output::writer`].
+//!
+//! # Errors
+//!
+//! [`WorkerError`] is the worker's own error type, deliberately not a variant of
+//! [`crate::Error`]: most of its variants are about a worker *process* (name, pid, exit status,
+//! the message it sent), which the arena knows nothing of. Arena errors the worker machinery
+//! meets (creating the region, spawning, decoding) come wrapped, unchanged, in
+//! [`WorkerError::Arena`], so `?` works from [`crate::Error`] into it. Inside the worker
+//! process, [`Output::send`] returns plain [`crate::Error`]s.
+//!
 //! # What crosses the process boundary
 //!
 //! - The arena: a memfd region inherited by the child (no name in `/dev/shm` at any time), so
@@ -80,7 +100,7 @@ mod spawn;
 
 pub use child::Output;
 pub use error::WorkerError;
-pub use parent::{iterate_in_subprocess, Decoded, Item, Subprocess, WorkerUnit};
+pub use parent::{iterate_in_subprocess, Item, Subprocess};
 pub use protocol::WORKER_ENV;
 pub use registry::Registry;
 pub use spawn::Options;
