@@ -1,4 +1,9 @@
-//! The one error type of the crate.
+//! The arena's error type, [`Error`]: every ring, region, codec and OS error.
+//!
+//! The worker (the `worker` feature) has its own, `worker::WorkerError`, because most of its
+//! variants describe a worker *process* (its name, pid, exit status, the panic message it
+//! sent) rather than the arena; an arena error met by the worker machinery is wrapped in
+//! `WorkerError::Arena(Error)`, never flattened, so `Error` stays the whole story of the arena.
 
 use std::fmt;
 use std::io;

@@ -130,7 +130,7 @@ mod storage;
 mod sync;
 mod tuning;
 mod wait;
-#[cfg(not(shm_arena_loom))]
+#[cfg(all(feature = "worker", not(shm_arena_loom)))]
 pub mod worker;
 mod writer;
 

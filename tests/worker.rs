@@ -107,6 +107,13 @@ fn stubborn(_: (), out: &mut Output) -> shm_arena::Result<()> {
     Ok(())
 }
 
+/// Sends `first` items, then exits with status 0 in the middle of its stream (as a library
+/// calling `exit(0)` would).
+fn exits_early(first: u64, out: &mut Output) -> shm_arena::Result<()> {
+    numbers(first, out)?;
+    std::process::exit(0);
+}
+
 static INIT_RUNS: AtomicU32 = AtomicU32::new(0);
 
 fn count_init() -> Result<(), String> {
@@ -127,6 +134,7 @@ fn registry() -> Registry {
         .register("sleepy", sleepy)
         .register("endless", endless)
         .register("stubborn", stubborn)
+        .register("exits_early", exits_early)
         .register("report_init_runs", report_init_runs)
         .register_initializer("count_init", count_init)
 }
@@ -293,15 +301,13 @@ fn items_round_trip_zero_copy() {
 }
 
 #[test]
-fn borrowed_units_and_decoded_adapter() {
+fn items_decode_into_owned_values() {
     let base = Baseline::take();
-    let mut sub = iterate_in_subprocess("numbers", &30u64, options()).unwrap();
-    for expected in 0..10u64 {
-        let unit = sub.next_unit().unwrap().expect("an item");
-        assert_eq!(unit.decode::<u64>().unwrap(), expected);
-    }
-    let rest: Vec<u64> = sub.decoded::<u64>().map(Result::unwrap).collect();
-    assert_eq!(rest, (10..30).collect::<Vec<_>>());
+    let got: Vec<u64> = iterate_in_subprocess("numbers", &30u64, options())
+        .unwrap()
+        .map(|item| item.unwrap().decode::<u64>().unwrap())
+        .collect();
+    assert_eq!(got, (0..30).collect::<Vec<_>>());
     base.check();
 }
 
@@ -423,6 +429,38 @@ fn worker_killed_by_sigkill_is_named() {
 }
 
 #[test]
+fn worker_exit_0_mid_stream_is_an_error() {
+    let base = Baseline::take();
+    let mut sub = iterate_in_subprocess("exits_early", &3u64, options()).unwrap();
+    let pid = sub.pid();
+    for expected in 0..3u64 {
+        assert_eq!(
+            sub.next().unwrap().unwrap().decode::<u64>().unwrap(),
+            expected
+        );
+    }
+    // Exit status 0, but no done message: a truncated stream, not a finish.
+    let err = sub.next().expect("an error, not the end").unwrap_err();
+    match &err {
+        WorkerError::ExitedEarly {
+            worker,
+            pid: p,
+            code,
+        } => {
+            assert_eq!((worker.as_str(), *p, *code), ("exits_early", pid, 0));
+        }
+        other => panic!("expected ExitedEarly, got {other:?}"),
+    }
+    assert!(
+        err.to_string().contains("without finishing its stream"),
+        "{err}"
+    );
+    expect_end(&mut sub);
+    drop(sub);
+    base.check();
+}
+
+#[test]
 fn early_drop_stops_and_reaps_the_worker() {
     let base = Baseline::take();
     let mut sub = iterate_in_subprocess("endless", &(), options()).unwrap();
@@ -451,12 +489,14 @@ fn early_drop_escalates_to_signals() {
 #[test]
 fn inactivity_timeout_stops_the_worker() {
     let base = Baseline::take();
-    let mut sub = iterate_in_subprocess("sleepy", &1u64, options()).unwrap();
+    // Long enough for the worker to start (it counts for the first item too).
+    let timeout = Duration::from_secs(1);
+    let options = options().inactivity_timeout(timeout);
+    let mut sub = iterate_in_subprocess("sleepy", &1u64, options).unwrap();
     sub.next().unwrap().unwrap();
-    sub.set_inactivity_timeout(Duration::from_millis(300));
     let pid = sub.pid();
     match sub.next().unwrap().unwrap_err() {
-        WorkerError::Inactive { waited, .. } => assert!(waited >= Duration::from_millis(300)),
+        WorkerError::Inactive { waited, .. } => assert!(waited >= timeout),
         other => panic!("expected Inactive, got {other:?}"),
     }
     assert_eq!(proc_state(pid), None, "worker {pid} not stopped and reaped");
@@ -471,15 +511,13 @@ fn initializer_runs_once_before_the_worker() {
     let options = options().initializer("count_init");
     let runs: Vec<u32> = iterate_in_subprocess("report_init_runs", &(), options)
         .unwrap()
-        .decoded()
-        .map(Result::unwrap)
+        .map(|item| item.unwrap().decode().unwrap())
         .collect();
     assert_eq!(runs, [1]);
     // Without the option it does not run.
     let runs: Vec<u32> = iterate_in_subprocess("report_init_runs", &(), self::options())
         .unwrap()
-        .decoded()
-        .map(Result::unwrap)
+        .map(|item| item.unwrap().decode().unwrap())
         .collect();
     assert_eq!(runs, [0]);
     base.check();
@@ -488,14 +526,15 @@ fn initializer_runs_once_before_the_worker() {
 #[test]
 fn max_in_flight_bounds_items_held() {
     let base = Baseline::take();
-    let options = options().max_in_flight(3);
+    let options = options()
+        .max_in_flight(3)
+        .inactivity_timeout(Duration::from_secs(1));
     let mut sub = iterate_in_subprocess("numbers", &100u64, options).unwrap();
     let mut held: Vec<Item> = (0..3).map(|_| sub.next().unwrap().unwrap()).collect();
     // Ending one lets exactly one more through.
     held.remove(0);
     held.push(sub.next().unwrap().unwrap());
     assert_eq!(held[2].decode::<u64>().unwrap(), 3);
-    sub.set_inactivity_timeout(Duration::from_millis(300));
     // With three held the worker cannot send a fourth, however long we wait (the ring itself
     // has room for all hundred).
     match sub.next().unwrap().unwrap_err() {
@@ -590,8 +629,7 @@ fn soak_many_worker_lifetimes() {
                 let count = 10 + round % 17;
                 let got: Vec<u64> = iterate_in_subprocess("numbers", &count, options())
                     .unwrap()
-                    .decoded()
-                    .map(Result::unwrap)
+                    .map(|item| item.unwrap().decode().unwrap())
                     .collect();
                 assert_eq!(got, (0..count).collect::<Vec<_>>());
                 items += count;

@@ -10,18 +10,37 @@ use std::sync::Mutex;
 use serde::Serialize;
 
 use super::limit::Limit;
-use super::registry::{EntryError, Registry};
-use super::{
+use super::protocol::{
     EXIT_DONE, EXIT_FAILED, EXIT_ORPHANED, EXIT_PANICKED, EXIT_SETUP, FDS_ENV, INIT_ENV,
-    MAX_STATUS, PARENT_ENV, WORKER_ENV,
+    MAX_STATUS, PARENT_ENV, STATUS_DONE, STATUS_FAILED, STATUS_PANICKED, STATUS_SETUP, WORKER_ENV,
 };
 use crate::{Error, Region, Result, Role, Writer};
 
-/// Status message kinds (first byte of the message on the status pipe).
-pub(crate) const STATUS_DONE: u8 = b'D';
-pub(crate) const STATUS_FAILED: u8 = b'F';
-pub(crate) const STATUS_PANICKED: u8 = b'P';
-pub(crate) const STATUS_SETUP: u8 = b'S';
+/// A worker function with its argument type erased: decodes the arguments, runs, and turns
+/// the error into its message.
+pub(crate) type Entry = Box<dyn Fn(&[u8], &mut Output) -> std::result::Result<(), EntryError>>;
+
+/// Why a worker function did not complete.
+pub(crate) enum EntryError {
+    /// The arguments did not decode as the function's argument type.
+    Args(String),
+    /// The function returned this error.
+    Returned(String),
+}
+
+/// An initializer with its error type erased.
+pub(crate) type Init = Box<dyn Fn() -> std::result::Result<(), String>>;
+
+/// Where [`run`] finds the functions by name. Implemented by the registry, so this file does
+/// not depend on it (the registry calls [`run`]).
+pub(crate) trait Workers {
+    /// The worker function registered as `name`.
+    fn worker(&self, name: &str) -> Option<&Entry>;
+    /// The initializer registered as `name`.
+    fn initializer(&self, name: &str) -> Option<&Init>;
+    /// Every registered worker name, for the error message about an unknown one.
+    fn worker_names(&self) -> Vec<&str>;
+}
 
 /// What a worker function sends its items through: the arena's [`Writer`], plus the
 /// in-flight limit when the parent asked for one.
@@ -29,6 +48,28 @@ pub(crate) const STATUS_SETUP: u8 = b'S';
 /// Every item is one unit, encoded with [`Writer::send`]: large byte strings and
 /// [`Array`](crate::codec::Array)s are copied once into the shared ring, the rest goes into a
 /// small envelope.
+///
+/// # Examples
+///
+/// A worker function that stops cleanly when the parent stops iterating (`no_run`: it runs in
+/// a worker process, see [`Registry`](super::Registry)):
+///
+/// ```no_run
+/// use shm_arena::worker::{Output, Registry};
+///
+/// fn tick(_: (), out: &mut Output) -> shm_arena::Result<()> {
+///     for i in 0u64.. {
+///         // Fails with `Error::Closed` once the parent dropped its iterator: returning the
+///         // error then counts as a normal stop, not a failure.
+///         out.send(&i)?;
+///     }
+///     Ok(())
+/// }
+///
+/// fn main() {
+///     Registry::new().register("tick", tick).run_if_worker();
+/// }
+/// ```
 pub struct Output {
     writer: Writer,
     region: Region,
@@ -217,7 +258,7 @@ fn report(status: &mut Option<File>, kind: u8, message: &str) {
 }
 
 /// Runs the worker named in [`WORKER_ENV`]; returns the exit status.
-pub(crate) fn run(registry: &Registry) -> i32 {
+pub(crate) fn run(registry: &dyn Workers) -> i32 {
     let name = std::env::var(WORKER_ENV).unwrap_or_default();
     // The parent set PR_SET_PDEATHSIG before exec and checked its pid then; check again in
     // case the variable was inherited by a process the parent did not start for us.
@@ -269,8 +310,8 @@ pub(crate) fn run(registry: &Registry) -> i32 {
             Err(e) => return setup(&mut status, format!("opening the in-flight counter: {e}")),
         },
     };
-    let Some(entry) = registry.entries.get(&name) else {
-        let known: Vec<&str> = registry.names().collect();
+    let Some(entry) = registry.worker(&name) else {
+        let known = registry.worker_names();
         return setup(
             &mut status,
             format!("no worker named {name:?} is registered (registered: {known:?})"),
@@ -286,7 +327,7 @@ pub(crate) fn run(registry: &Registry) -> i32 {
     }));
 
     if let Ok(init_name) = std::env::var(INIT_ENV) {
-        let Some(init) = registry.initializers.get(&init_name) else {
+        let Some(init) = registry.initializer(&init_name) else {
             return setup(
                 &mut status,
                 format!("no initializer named {init_name:?} is registered"),

@@ -6,7 +6,30 @@ use std::time::Duration;
 ///
 /// Kept apart from [`crate::Error`] because most variants describe the *worker process* (its
 /// name, pid, exit status), not the ring; ring and OS errors are wrapped in
-/// [`WorkerError::Arena`].
+/// [`WorkerError::Arena`] (see the [module documentation](super#errors)).
+///
+/// # Examples
+///
+/// Telling a worker's failure from an arena error (`no_run`: the program must register the
+/// worker in `main`, see [`Registry`](super::Registry)):
+///
+/// ```no_run
+/// use shm_arena::worker::{iterate_in_subprocess, Options, WorkerError};
+///
+/// # fn main() -> Result<(), WorkerError> {
+/// for item in iterate_in_subprocess("count", &10u32, Options::new())? {
+///     match item {
+///         Ok(item) => println!("{}", item.decode::<u32>()?),
+///         Err(WorkerError::ExitedEarly { code, .. }) => {
+///             eprintln!("the stream was cut short (exit status {code})")
+///         }
+///         Err(e) if e.pid().is_some() => eprintln!("the worker process failed: {e}"),
+///         Err(e) => return Err(e), // an arena or OS error
+///     }
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum WorkerError {
@@ -53,10 +76,15 @@ pub enum WorkerError {
         /// The signal's name, such as `SIGKILL`.
         name: &'static str,
     },
-    /// The worker process exited with a non-zero status without saying why (for example a
-    /// program that does not call [`Registry::run_if_worker`](super::Registry::run_if_worker)).
-    #[error("worker {worker:?} (pid {pid}) exited with status {code}")]
-    Exited {
+    /// The worker process exited, whatever its status (0 included), without its done message:
+    /// its function neither returned nor panicked, so the items before this error may be only
+    /// part of its stream. For example the function (or a library it calls) called
+    /// [`std::process::exit`], or the program does not call
+    /// [`Registry::run_if_worker`](super::Registry::run_if_worker).
+    #[error(
+        "worker {worker:?} (pid {pid}) exited with status {code} without finishing its stream"
+    )]
+    ExitedEarly {
         /// The registered name.
         worker: String,
         /// Its process id.
@@ -87,7 +115,7 @@ impl WorkerError {
             | WorkerError::Panicked { pid, .. }
             | WorkerError::Setup { pid, .. }
             | WorkerError::Signaled { pid, .. }
-            | WorkerError::Exited { pid, .. }
+            | WorkerError::ExitedEarly { pid, .. }
             | WorkerError::Inactive { pid, .. } => Some(*pid),
             WorkerError::Arena(_) => None,
         }

@@ -3,24 +3,35 @@
 //!
 //! The ring bounds items in flight by bytes; this bounds them by count, which matters for small
 //! items (a ring of 16 MiB holds thousands of 4 KiB items). The worker counts the items it
-//! sends; the parent bumps `ended` each time it ends one. Before sending, the worker sleeps on a
-//! futex on `ended` while `sent - ended` is at the limit. Both counters wrap (u32); only their
+//! sends; the parent bumps `ENDED` each time it ends one. Both counters wrap (u32); only their
 //! difference is used.
+//!
+//! Sleeping uses the crate's one futex protocol ([`crate::futex`]): `ENDED` and `CLOSED` are
+//! plain data, and the worker sleeps on a separate word, `SIGNAL`, with the armed bit. The
+//! Dekker pair is the SeqCst fence in [`Limit::wait_below`] (after arming `SIGNAL`, before
+//! re-loading `ENDED`/`CLOSED`) and the SeqCst fence in `Limit::wake_worker`, called by
+//! [`Limit::end_one`] and [`Limit::close`] (after bumping `ENDED` or setting `CLOSED`, before
+//! [`disarm`]): either the parent sees the arming and wakes, or the worker's re-check sees the
+//! change. So the parent makes a wake syscall only when the worker is (about to be) asleep.
+//!
+//! The page is private to one parent and the worker it started (same executable), so its
+//! layout is not a stable format.
 
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{fence, AtomicU32, Ordering};
 use std::time::Duration;
 
-use crate::futex::{wait as futex_wait, wake as futex_wake};
+use crate::futex::{arm, disarm, wait as futex_wait, wake as futex_wake};
 use crate::{Error, Result, Role};
 
 const PAGE: u64 = 4096;
-/// Items the parent has ended (futex word).
+/// Items the parent has ended (data: a counter, never slept on).
 const ENDED: usize = 0;
-/// Number of worker threads sleeping on `ENDED` (0 or 1): the parent wakes only if non-zero.
-const WAITERS: usize = 64;
-/// Set by the parent when it stops reading, so a sleeping worker gives up at once.
-const CLOSED: usize = 128;
+/// Set by the parent when it stops reading, so a sleeping worker gives up at once (data).
+const CLOSED: usize = 64;
+/// The futex word the worker sleeps on: armed bit and wake rounds ([`crate::futex`]). On its
+/// own cache line, apart from the counters.
+const SIGNAL: usize = 128;
 
 /// How often a sleeping worker checks that the parent still reads.
 const CHECK_INTERVAL: Duration = Duration::from_millis(100);
@@ -73,24 +84,29 @@ impl Limit {
 
     /// Parent: one more item ended; wakes the worker if it sleeps.
     pub(crate) fn end_one(&self) {
-        // Release: pairs with the Acquire load in `wait_below`: the worker that sees the new
-        // count also sees that the unit was ended (its ring space returned) before.
+        // Release: pairs with the Acquire loads of ENDED in `below` (and so `wait_below`): the
+        // worker that sees the new count also sees that the unit was ended (its space returned).
         self.word(ENDED).fetch_add(1, Ordering::Release);
-        // SeqCst fence: Dekker pair with the fence in `wait_below` between raising WAITERS and
-        // re-loading ENDED: either we see the waiter, or it sees our increment.
-        fence(Ordering::SeqCst);
-        if self.word(WAITERS).load(Ordering::Relaxed) != 0 {
-            futex_wake(self.word(ENDED));
-        }
+        self.wake_worker();
     }
 
     /// Parent: stops the worker's waits for good.
     pub(crate) fn close(&self) {
-        // Release: pairs with the Acquire load in `wait_below`.
+        // Release: pairs with the Acquire load of CLOSED in `wait_below`.
         self.word(CLOSED).store(1, Ordering::Release);
-        // Bump ENDED too, so a worker asleep on it returns at once (the futex compares it).
-        self.word(ENDED).fetch_add(0x8000_0000, Ordering::Release);
-        futex_wake(self.word(ENDED));
+        self.wake_worker();
+    }
+
+    /// Parent, after changing ENDED or CLOSED: wakes the worker if it armed SIGNAL.
+    fn wake_worker(&self) {
+        // SeqCst fence: the parent's half of the Dekker pair with the fence in `wait_below`
+        // (between arming SIGNAL and re-loading ENDED/CLOSED): either `disarm` sees the
+        // arming, or the worker's re-check sees the change (module docs, `crate::futex`).
+        fence(Ordering::SeqCst);
+        let signal = self.word(SIGNAL);
+        if disarm(signal) {
+            futex_wake(signal);
+        }
     }
 
     /// Worker: whether fewer than `max` of the `sent` items are in flight now.
@@ -104,33 +120,34 @@ impl Limit {
     /// `reader_alive` is asked every [`CHECK_INTERVAL`] while sleeping.
     ///
     /// # Errors
-    /// [`Error::Closed`] once the parent stopped reading; [`Error::PeerGone`] (from
-    /// `reader_alive`) if the parent died.
+    /// [`Error::Closed`] once the parent stopped reading; the error of `reader_alive` if the
+    /// parent died.
     pub(crate) fn wait_below(
         &self,
         sent: u32,
         max: u32,
         reader_alive: impl Fn() -> Result<()>,
     ) -> Result<()> {
-        let ended = self.word(ENDED);
-        let waiters = self.word(WAITERS);
-        loop {
-            // Acquire: pairs with the Release stores in `close`.
+        let signal = self.word(SIGNAL);
+        let ready = || -> Result<bool> {
+            // Acquire: pairs with the Release store in `close`.
             if self.word(CLOSED).load(Ordering::Acquire) != 0 {
                 return Err(Error::Closed(Role::Reader));
             }
-            // Acquire: pairs with the Release increment in `end_one`.
-            let seen = ended.load(Ordering::Acquire);
-            if in_flight_below(sent, seen, max) {
+            Ok(self.below(sent, max))
+        };
+        loop {
+            if ready()? {
                 return Ok(());
             }
-            waiters.fetch_add(1, Ordering::Relaxed);
-            // SeqCst fence: pairs with the fence in `end_one` (see there).
+            let armed = arm(signal);
+            // SeqCst fence: the worker's half of the Dekker pair with the fence in
+            // `wake_worker`: orders the arming before the re-check of ENDED and CLOSED.
             fence(Ordering::SeqCst);
-            if ended.load(Ordering::Relaxed) == seen {
-                futex_wait(ended, seen, Some(CHECK_INTERVAL));
+            if ready()? {
+                return Ok(());
             }
-            waiters.fetch_sub(1, Ordering::Relaxed);
+            futex_wait(signal, armed, Some(CHECK_INTERVAL));
             reader_alive()?;
         }
     }

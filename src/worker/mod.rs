@@ -44,6 +44,26 @@
 //! (`no_run`: a doc test cannot register itself as a worker; `tests/worker.rs` runs all of this
 //! for real, and `examples/pipeline.rs` is a complete program.)
 //!
+//! Behind the `worker` cargo feature, on by default (`default-features = false` leaves the
+//! arena alone).
+//!
+//! # Consuming the output
+//!
+//! One way: iterate the [`Subprocess`] that [`iterate_in_subprocess`] returns. It yields
+//! `Result<`[`Item`]`, `[`WorkerError`]`>`; an [`Item`] is an owned unit that may be held, sent
+//! to another thread and decoded in place ([`Item::decode`]) or into an owned value
+//! (`item?.decode::<T>()`); dropping it returns its space to the worker. [`Item::blob`] reads
+//! units the worker wrote blob by blob through [`Output::writer`].
+//!
+//! # Errors
+//!
+//! [`WorkerError`] is the worker's own error type, deliberately not a variant of
+//! [`crate::Error`]: most of its variants are about a worker *process* (name, pid, exit status,
+//! the message it sent), which the arena knows nothing of. Arena errors the worker machinery
+//! meets (creating the region, spawning, decoding) come wrapped, unchanged, in
+//! [`WorkerError::Arena`], so `?` works from [`crate::Error`] into it. Inside the worker
+//! process, [`Output::send`] returns plain [`crate::Error`]s.
+//!
 //! # What crosses the process boundary
 //!
 //! - The arena: a memfd region inherited by the child (no name in `/dev/shm` at any time), so
@@ -62,6 +82,7 @@
 //! |---|---|
 //! | the worker returns `Err(e)` | [`WorkerError::Failed`] with `e`'s message, after the items it sent |
 //! | the worker panics | [`WorkerError::Panicked`] with the panic message and location |
+//! | the worker exits without returning (for example it calls [`std::process::exit`]), whatever its status | [`WorkerError::ExitedEarly`] with the status, after the items it sent |
 //! | the worker is killed by a signal | [`WorkerError::Signaled`] naming the signal, within about 100 ms of its death |
 //! | the worker sends nothing for [`Options::inactivity_timeout`] | [`WorkerError::Inactive`]; the worker is stopped |
 //! | the parent is killed (even SIGKILL) | the worker gets SIGKILL from the kernel (`PR_SET_PDEATHSIG`) |
@@ -73,37 +94,13 @@ mod child;
 mod error;
 mod limit;
 mod parent;
+mod protocol;
 mod registry;
 mod spawn;
 
 pub use child::Output;
 pub use error::WorkerError;
-pub use parent::{iterate_in_subprocess, Decoded, Item, Subprocess, WorkerUnit};
+pub use parent::{iterate_in_subprocess, Item, Subprocess};
+pub use protocol::WORKER_ENV;
 pub use registry::Registry;
 pub use spawn::Options;
-
-/// Environment variable holding the name of the worker a child process runs. Its presence is
-/// what makes [`Registry::run_if_worker`] run a worker.
-pub const WORKER_ENV: &str = "SHM_ARENA_WORKER";
-/// Environment variable holding the name of the initializer to run first (may be absent).
-pub(crate) const INIT_ENV: &str = "SHM_ARENA_WORKER_INIT";
-/// Environment variable with the inherited descriptors: `args,status[,limit]`.
-pub(crate) const FDS_ENV: &str = "SHM_ARENA_WORKER_FDS";
-/// Environment variable with the pid of the parent that started the worker.
-pub(crate) const PARENT_ENV: &str = "SHM_ARENA_WORKER_PARENT";
-
-/// Exit status of a worker whose function returned `Ok` (or that stopped because the parent
-/// closed the ring).
-pub(crate) const EXIT_DONE: i32 = 0;
-/// Exit status of a worker whose function returned `Err`.
-pub(crate) const EXIT_FAILED: i32 = 3;
-/// Exit status of a worker whose function panicked.
-pub(crate) const EXIT_PANICKED: i32 = 4;
-/// Exit status of a worker that could not start (unknown name, bad arguments, no region).
-pub(crate) const EXIT_SETUP: i32 = 5;
-/// Exit status of a worker whose parent was gone before it started.
-pub(crate) const EXIT_ORPHANED: i32 = 6;
-
-/// Longest status message a worker sends: below `PIPE_BUF`, so the write is atomic and never
-/// blocks on an empty pipe.
-pub(crate) const MAX_STATUS: usize = 4000;

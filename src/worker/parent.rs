@@ -1,22 +1,18 @@
 //! The parent's side: [`iterate_in_subprocess`], the [`Subprocess`] iterator and its items.
 
 use std::fmt;
-use std::marker::PhantomData;
-use std::ops::Deref;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, ExitStatus};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::child::{STATUS_DONE, STATUS_FAILED, STATUS_PANICKED, STATUS_SETUP};
 use super::error::{signal_name, WorkerError};
 use super::limit::Limit;
+use super::protocol::{MAX_STATUS, STATUS_DONE, STATUS_FAILED, STATUS_PANICKED, STATUS_SETUP};
 use super::spawn::{spawn, Options};
-use super::MAX_STATUS;
 use crate::codec::{self, EncodeOptions, HeapBlobs};
 use crate::{Error, OwnedUnit, Reader, Role, Unit};
 
@@ -76,16 +72,41 @@ pub fn iterate_in_subprocess<A: Serialize + ?Sized>(
     })
 }
 
-/// A running worker and the items it sends.
+/// A running worker and the items it sends: an iterator of `Result<`[`Item`]`, `[`WorkerError`]`>`.
 ///
-/// Iterating gives [`Item`]s (owned units: `Send + 'static`, several may be held at once, each
-/// ends when dropped); [`next_unit`](Self::next_unit) gives units borrowed from the iterator
-/// instead; [`decoded`](Self::decoded) decodes each item into an owned value.
+/// Iterating is *the* way to consume a worker's output. Each [`Item`] is an owned unit
+/// (`Send + 'static`): several may be held at once, each is ended when dropped, and
+/// [`Item::decode`] reads it in place (borrowing from shared memory) or into an owned value.
 ///
-/// Each step waits for the next item at most the inactivity timeout. The iteration ends with
-/// `None` when the worker's function returned `Ok`, or with one error (then `None`) when it
-/// failed, panicked, was killed or went silent. Dropping it stops and reaps the worker (see
-/// the [module documentation](super)).
+/// Each step waits for the next item at most [`Options::inactivity_timeout`]. The iteration
+/// ends with `None` when the worker's function returned `Ok`, or with one error (then `None`)
+/// when it failed, panicked, exited early, was killed or went silent. Dropping it stops and
+/// reaps the worker (see the [module documentation](super)).
+///
+/// # Examples
+///
+/// Owned values (`no_run`: the program must register the worker in `main`, see
+/// [`Registry`](super::Registry)):
+///
+/// ```no_run
+/// use shm_arena::worker::{iterate_in_subprocess, Options, WorkerError};
+///
+/// # fn main() -> Result<(), WorkerError> {
+/// let mut total = 0u64;
+/// for item in iterate_in_subprocess("count", &10u32, Options::new())? {
+///     let n: u32 = item?.decode()?; // an owned value; the item is ended right after
+///     total += u64::from(n);
+/// }
+/// assert_eq!(total, 45);
+///
+/// // All the values at once: the first error stops the collection.
+/// let all = iterate_in_subprocess("count", &10u32, Options::new())?
+///     .map(|item| Ok::<u32, WorkerError>(item?.decode()?))
+///     .collect::<Result<Vec<u32>, _>>()?;
+/// assert_eq!(all.len(), 10);
+/// # Ok(())
+/// # }
+/// ```
 pub struct Subprocess {
     reader: Option<Reader>,
     process: Process,
@@ -118,51 +139,6 @@ enum Stop {
 }
 
 impl Subprocess {
-    /// The next unit, borrowed from this iterator: no reference count is touched, and the
-    /// unit must be dropped (ended) before the next call. Blocks up to the inactivity timeout.
-    ///
-    /// Returns `Ok(None)` once the worker finished normally.
-    ///
-    /// # Errors
-    /// The worker's failure ([`WorkerError`]) once, after every item it sent was taken; then
-    /// `Ok(None)`.
-    pub fn next_unit(&mut self) -> Result<Option<WorkerUnit<'_>>, WorkerError> {
-        if self.process.done {
-            return Ok(None);
-        }
-        let Some(reader) = self.reader.as_ref() else {
-            return Ok(None);
-        };
-        let process = &mut self.process;
-        let stop = match wait_unit(reader, process) {
-            Ok(unit) => {
-                return Ok(Some(WorkerUnit {
-                    unit,
-                    _ticket: process.limit.clone().map(Ticket),
-                }))
-            }
-            Err(stop) => stop,
-        };
-        process.done = true;
-        process.finish(stop)
-    }
-
-    /// An iterator of items decoded as `T` (an owned type: each unit is ended right after
-    /// decoding). For types that borrow from shared memory, decode [`Item`]s instead.
-    pub fn decoded<T: DeserializeOwned>(self) -> Decoded<T> {
-        Decoded {
-            inner: self,
-            marker: PhantomData,
-        }
-    }
-
-    /// Changes how long each later `next` waits for an item (see
-    /// [`Options::inactivity_timeout`]): for example a long wait for the worker to start, then
-    /// a short one per item.
-    pub fn set_inactivity_timeout(&mut self, timeout: Duration) {
-        self.process.inactivity = timeout;
-    }
-
     /// The worker process's id.
     pub fn pid(&self) -> u32 {
         self.process.pid
@@ -209,7 +185,7 @@ impl Process {
     }
 
     /// Ends the iteration: makes sure the process is gone and reaped, and says why it ended.
-    fn finish(&mut self, stop: Stop) -> Result<Option<WorkerUnit<'static>>, WorkerError> {
+    fn finish(&mut self, stop: Stop) -> Result<(), WorkerError> {
         match stop {
             Stop::Exited => {
                 let status = self.stop(self.stop_timeout);
@@ -268,10 +244,7 @@ impl Process {
     }
 
     /// Translates how the worker ended into the iteration's last result.
-    fn outcome(
-        &mut self,
-        status: Option<ExitStatus>,
-    ) -> Result<Option<WorkerUnit<'static>>, WorkerError> {
+    fn outcome(&mut self, status: Option<ExitStatus>) -> Result<(), WorkerError> {
         let worker = self.worker.clone();
         let pid = self.pid;
         // A signal wins over any message: the message may predate the kill.
@@ -284,7 +257,7 @@ impl Process {
             });
         }
         match self.status_message() {
-            Some((STATUS_DONE, _)) => Ok(None),
+            Some((STATUS_DONE, _)) => Ok(()),
             Some((STATUS_FAILED, message)) => Err(WorkerError::Failed {
                 worker,
                 pid,
@@ -300,9 +273,10 @@ impl Process {
                 pid,
                 message,
             }),
+            // No done message: the stream was cut short, even by an exit status of 0 (a
+            // library calling `exit(0)`); only the message says the function returned.
             _ => match status.and_then(|s| s.code()) {
-                Some(0) => Ok(None),
-                Some(code) => Err(WorkerError::Exited { worker, pid, code }),
+                Some(code) => Err(WorkerError::ExitedEarly { worker, pid, code }),
                 None => Err(WorkerError::Arena(Error::io(
                     format!("reaping worker {worker:?} (pid {pid})"),
                     std::io::Error::other("no exit status"),
@@ -347,11 +321,24 @@ impl Drop for Subprocess {
 impl Iterator for Subprocess {
     type Item = Result<Item, WorkerError>;
 
-    /// The next item, owned. Blocks up to the inactivity timeout.
+    /// The next item. Blocks up to [`Options::inactivity_timeout`].
     fn next(&mut self) -> Option<Self::Item> {
-        self.next_unit()
-            .transpose()
-            .map(|r| r.map(WorkerUnit::into_item))
+        if self.process.done {
+            return None;
+        }
+        let reader = self.reader.as_ref()?;
+        let process = &mut self.process;
+        let stop = match wait_unit(reader, process) {
+            Ok(unit) => {
+                return Some(Ok(Item {
+                    unit: unit.into_owned(),
+                    _ticket: process.limit.clone().map(Ticket),
+                }))
+            }
+            Err(stop) => stop,
+        };
+        process.done = true;
+        process.finish(stop).err().map(Err)
     }
 }
 
@@ -376,35 +363,30 @@ impl Drop for Ticket {
     }
 }
 
-/// A unit borrowed from a [`Subprocess`] (see [`Subprocess::next_unit`]); derefs to
-/// [`Unit`]. Dropping it ends the unit.
-#[derive(Debug)]
-pub struct WorkerUnit<'r> {
-    // Field order matters: the unit ends before the ticket tells the worker.
-    unit: Unit<'r>,
-    _ticket: Option<Ticket>,
-}
-
-impl<'r> WorkerUnit<'r> {
-    /// The owned form, which may be kept past the next call and sent to other threads.
-    pub fn into_item(self) -> Item {
-        Item {
-            unit: self.unit.into_owned(),
-            _ticket: self._ticket,
-        }
-    }
-}
-
-impl<'r> Deref for WorkerUnit<'r> {
-    type Target = Unit<'r>;
-
-    fn deref(&self) -> &Unit<'r> {
-        &self.unit
-    }
-}
-
 /// One item from a worker: an owned unit (`Send + 'static`) in the shared ring. Its space
 /// goes back to the worker when it is dropped.
+///
+/// # Examples
+///
+/// Decoding in place, holding a few items at once (`no_run`: the program must register the
+/// worker in `main`, see [`Registry`](super::Registry)):
+///
+/// ```no_run
+/// use shm_arena::codec::Array;
+/// use shm_arena::worker::{iterate_in_subprocess, Item, Options};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let items: Vec<Item> = iterate_in_subprocess("frames", &4u64, Options::new())?
+///     .take(2)
+///     .collect::<Result<_, _>>()?;
+/// for item in &items {
+///     let pixels: Array<f32> = item.decode()?; // borrows from shared memory
+///     assert!(pixels.is_borrowed());
+/// }
+/// drop(items); // ends both units: their space goes back to the worker
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct Item {
     // Field order matters: the unit ends before the ticket tells the worker.
@@ -439,41 +421,5 @@ impl Item {
     /// The underlying unit.
     pub fn unit(&self) -> &OwnedUnit {
         &self.unit
-    }
-}
-
-/// Iterator of items decoded as an owned `T` (see [`Subprocess::decoded`]).
-pub struct Decoded<T> {
-    inner: Subprocess,
-    marker: PhantomData<fn() -> T>,
-}
-
-impl<T> Decoded<T> {
-    /// The worker iterator underneath.
-    pub fn subprocess(&self) -> &Subprocess {
-        &self.inner
-    }
-}
-
-impl<T: DeserializeOwned> Iterator for Decoded<T> {
-    type Item = Result<T, WorkerError>;
-
-    /// The next item, decoded; a decoding error is returned for that item and iteration may
-    /// go on.
-    fn next(&mut self) -> Option<Self::Item> {
-        Some(match self.inner.next_unit() {
-            Ok(Some(unit)) => unit.decode::<T>().map_err(WorkerError::Arena),
-            Ok(None) => return None,
-            Err(e) => Err(e),
-        })
-    }
-}
-
-impl<T> fmt::Debug for Decoded<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Decoded")
-            .field("inner", &self.inner)
-            .field("item", &std::any::type_name::<T>())
-            .finish()
     }
 }

@@ -5,22 +5,9 @@ use std::fmt::{self, Display};
 
 use serde::de::DeserializeOwned;
 
-use super::child::{self, Output};
+use super::child::{self, Entry, EntryError, Init, Output, Workers};
+use super::protocol::WORKER_ENV;
 use crate::codec::{self, NoBlobs};
-
-/// A worker function with its argument type erased: decodes the arguments, runs, and turns
-/// the error into its message.
-pub(crate) type Entry = Box<dyn Fn(&[u8], &mut Output) -> Result<(), EntryError>>;
-
-/// Why a worker function did not complete.
-pub(crate) enum EntryError {
-    /// The arguments did not decode as the function's argument type.
-    Args(String),
-    /// The function returned this error.
-    Returned(String),
-}
-/// An initializer with its error type erased.
-pub(crate) type Init = Box<dyn Fn() -> Result<(), String>>;
 
 /// The worker functions (and initializers) a program can run as a worker process.
 ///
@@ -54,8 +41,8 @@ pub(crate) type Init = Box<dyn Fn() -> Result<(), String>>;
 /// ```
 #[derive(Default)]
 pub struct Registry {
-    pub(crate) entries: BTreeMap<String, Entry>,
-    pub(crate) initializers: BTreeMap<String, Init>,
+    entries: BTreeMap<String, Entry>,
+    initializers: BTreeMap<String, Init>,
 }
 
 impl Registry {
@@ -131,11 +118,25 @@ impl Registry {
     /// and reported with its message; a worker whose parent closed the ring and whose function
     /// then failed counts as stopped, not failed.
     pub fn run_if_worker(&self) {
-        if std::env::var_os(super::WORKER_ENV).is_none() {
+        if std::env::var_os(WORKER_ENV).is_none() {
             return;
         }
         let code = child::run(self);
         std::process::exit(code);
+    }
+}
+
+impl Workers for Registry {
+    fn worker(&self, name: &str) -> Option<&Entry> {
+        self.entries.get(name)
+    }
+
+    fn initializer(&self, name: &str) -> Option<&Init> {
+        self.initializers.get(name)
+    }
+
+    fn worker_names(&self) -> Vec<&str> {
+        self.names().collect()
     }
 }
 

@@ -10,10 +10,24 @@ use std::sync::{mpsc, OnceLock};
 use std::time::Duration;
 
 use super::limit::Limit;
-use super::{FDS_ENV, INIT_ENV, PARENT_ENV, WORKER_ENV};
+use super::protocol::{FDS_ENV, INIT_ENV, PARENT_ENV, WORKER_ENV};
 use crate::{Error, Reader, Region, Result};
 
-/// Settings for [`iterate_in_subprocess`](super::iterate_in_subprocess).
+/// Settings for [`iterate_in_subprocess`](super::iterate_in_subprocess): private fields set
+/// with builder methods.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use shm_arena::worker::Options;
+///
+/// let options = Options::new()
+///     .capacity(64 << 20) // items of up to 32 MiB
+///     .max_in_flight(8)
+///     .inactivity_timeout(Duration::from_secs(5));
+/// # let _ = options;
+/// ```
 #[derive(Debug, Clone)]
 pub struct Options {
     pub(crate) capacity: u64,
@@ -76,9 +90,10 @@ impl Options {
         self
     }
 
-    /// How long one call to `next` waits for the worker's next item before it gives up with
+    /// How long one call to `next` waits for the worker's next item (the first one included,
+    /// so leave room for the worker to start) before it gives up with
     /// [`WorkerError::Inactive`](super::WorkerError::Inactive) and stops the worker. Default
-    /// 60 s.
+    /// 60 s. Set once, like the writer's timeout: the iterator has no per-call timeout.
     pub fn inactivity_timeout(mut self, timeout: Duration) -> Self {
         self.inactivity_timeout = timeout;
         self

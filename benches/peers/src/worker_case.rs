@@ -72,7 +72,8 @@ pub fn items_per_sec(size: usize, count: u64, in_place: bool) -> f64 {
     let mut start = None;
     let mut seen = 0u64;
     let mut sum = 0u64;
-    while let Some(unit) = worker.next_unit().expect("worker item") {
+    for item in &mut worker {
+        let unit = item.expect("worker item");
         // The payload is blob 0 either way (a sent item's envelope comes last).
         let payload = unit.blob(0).expect("blob 0");
         assert_eq!(payload.len(), size, "item of the wrong size");
