@@ -28,23 +28,35 @@ BUFFER_SIZE = 3  # iterate_in_subprocess's default queue depth
 
 
 class Items:
-    """Re-iterable source of ``count`` arrays of ``size`` bytes (runs in the worker)."""
+    """Re-iterable source of ``count`` arrays of ``size`` bytes (runs in the worker).
 
-    def __init__(self, size: int, count: int) -> None:
+    With ``reuse`` the worker refills one array for every item, as the Rust harness refills one
+    buffer: SPDL's arenas copy an item into shared memory before the worker asks for the next
+    one (``_Arena.offload`` runs before ``data_q.put``), so the array is free again. Without an
+    arena the queue pickles items in a feeder thread later, so each item needs an array of its
+    own. Reusing keeps both harnesses from measuring their allocators instead of the transport
+    (a fresh 32 MiB array costs numpy ~7 ms, with huge pages; a fresh 32 MiB `Vec` costs Rust
+    ~25 ms in page faults).
+    """
+
+    def __init__(self, size: int, count: int, reuse: bool) -> None:
         self.size = size
         self.count = count
+        self.reuse = reuse
         self.src = (np.arange(size, dtype=np.uint64) * 31 + 7).astype(np.uint8)
 
     def __iter__(self):
+        item = np.empty(self.size, dtype=np.uint8)
         for i in range(self.count):
-            item = np.empty(self.size, dtype=np.uint8)
+            if not self.reuse:
+                item = np.empty(self.size, dtype=np.uint8)
             np.copyto(item, self.src)
             item[:8] = np.frombuffer(np.uint64(i).tobytes(), dtype=np.uint8)
             yield item
 
 
-def make_items(size: int, count: int) -> Items:
-    return Items(size, count)
+def make_items(size: int, count: int, reuse: bool) -> Items:
+    return Items(size, count, reuse)
 
 
 def checksum(item) -> int:
@@ -67,7 +79,7 @@ def run_once(mode: str, size: int, count: int) -> float:
     else:
         arena = None
     iterable = iterate_in_subprocess(
-        functools.partial(make_items, size, count),
+        functools.partial(make_items, size, count, arena is not None),
         buffer_size=BUFFER_SIZE,
         arena=arena,
         timeout=60,
