@@ -10,6 +10,21 @@ use std::io;
 use std::time::Duration;
 
 /// Which side of a ring a handle or a peer plays.
+///
+/// # Examples
+///
+/// ```
+/// use shm_arena::{Error, Region, Role};
+///
+/// let region = Region::create(1 << 16)?;
+/// let _writer = region.writer()?;
+/// match region.writer() {
+///     Err(Error::RoleTaken { role: Role::Writer, pid }) => assert_eq!(pid, std::process::id()),
+///     other => panic!("{other:?}"),
+/// }
+/// assert!(region.peer_alive(Role::Writer));
+/// # Ok::<(), shm_arena::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
     /// The side that begins, fills and commits units.
@@ -31,6 +46,28 @@ impl fmt::Display for Role {
 ///
 /// Every variant carries enough context to say what happened without a debugger: sizes,
 /// positions, the peer's pid, the operation that timed out, or the OS call that failed.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use shm_arena::{Error, Region, Role};
+///
+/// let region = Region::create(1 << 16)?;
+/// let (mut writer, reader) = (region.writer()?, region.reader()?);
+/// match reader.next_unit(Duration::from_millis(10)) {
+///     Err(Error::Timeout { what, waited }) => {
+///         assert_eq!(what, "a committed unit");
+///         assert!(waited >= Duration::from_millis(10));
+///     }
+///     other => panic!("{other:?}"),
+/// }
+/// let err = writer.begin_unit()?.blob_mut(1 << 20).unwrap_err();
+/// assert!(matches!(err, Error::UnitTooLarge { max: 32768, .. }), "{err}");
+/// drop(writer);
+/// assert!(matches!(reader.try_next_unit(), Err(Error::Closed(Role::Writer))));
+/// # Ok::<(), shm_arena::Error>(())
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

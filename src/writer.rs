@@ -317,6 +317,25 @@ fn publish(store: &Store, lane: u32, head: u64, pending: &mut u32) {
 
 /// A run of units published together (see [`Writer::begin_batch`]). Derefs to the writer;
 /// dropping it publishes what is pending and ends the batch.
+///
+/// # Examples
+///
+/// ```
+/// use shm_arena::Region;
+///
+/// let region = Region::create(1 << 16)?;
+/// let mut writer = region.writer()?;
+/// let _reader = region.reader()?;
+/// let mut batch = writer.begin_batch(100);
+/// batch.write_unit(&[b"one"])?;
+/// batch.send(&"two")?;
+/// assert_eq!(batch.pending(), 2);
+/// assert_eq!(region.cursors().head, 0); // not published yet
+/// batch.flush();
+/// assert_eq!(batch.pending(), 0);
+/// assert!(region.cursors().head > 0);
+/// # Ok::<(), shm_arena::Error>(())
+/// ```
 pub struct Batch<'w> {
     writer: &'w mut Writer,
 }

@@ -15,6 +15,18 @@ use crate::{Error, Result};
 ///
 /// The codes are the one-character type codes of Python's `struct` module and NumPy, so a Python
 /// reader can build an array with `numpy.frombuffer(blob, dtype=chr(code))`.
+///
+/// # Examples
+///
+/// ```
+/// use shm_arena::codec::{Array, Dtype};
+///
+/// let data = [1.5f32, 2.5];
+/// let array = Array::from_slice_1d(&data);
+/// assert_eq!(array.dtype(), Dtype::F32);
+/// assert_eq!(Dtype::F32.code(), b'f'); // numpy.dtype('f')
+/// assert_eq!(Dtype::from_code(b'q'), Some(Dtype::I64));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Dtype {
@@ -103,6 +115,18 @@ mod sealed {
 /// An element type an [`Array`] can hold: the ten plain numeric types of [`Dtype`].
 ///
 /// Sealed: the format has a code for each of these and no others.
+///
+/// # Examples
+///
+/// ```
+/// use shm_arena::codec::{Dtype, Element};
+///
+/// fn code_of<T: Element>() -> u8 {
+///     T::DTYPE.code()
+/// }
+/// assert_eq!(code_of::<u16>(), b'H');
+/// assert_eq!(<f64 as Element>::DTYPE, Dtype::F64);
+/// ```
 pub trait Element: bytemuck::Pod + sealed::Sealed {
     /// The dtype written for this type.
     const DTYPE: Dtype;

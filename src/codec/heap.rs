@@ -104,6 +104,20 @@ impl<'a> BlobSource<'a> for &'a HeapBlobs {
 }
 
 /// A [`BlobSource`] with no blobs, for envelopes that reference none.
+///
+/// # Examples
+///
+/// ```
+/// use shm_arena::codec::{decode, encode, EncodeOptions, HeapBlobs, NoBlobs};
+///
+/// // A threshold no leaf reaches: the envelope holds everything.
+/// let options = EncodeOptions::with_offload_threshold(usize::MAX);
+/// let mut envelope = Vec::new();
+/// encode(&("small", 7u8), &options, &mut envelope, &mut HeapBlobs::new())?;
+/// let (text, n): (&str, u8) = decode(&envelope, &NoBlobs)?;
+/// assert_eq!((text, n), ("small", 7));
+/// # Ok::<(), shm_arena::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoBlobs;
 

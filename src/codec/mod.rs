@@ -119,7 +119,31 @@ pub use heap::{HeapBlobs, NoBlobs};
 
 use crate::{Error, Result};
 
-/// Where the encoder puts large leaves. Implemented by the arena's unit writer.
+/// Where the encoder puts large leaves. Implemented by the arena's unit writer
+/// ([`UnitWriter`](crate::UnitWriter)) and by [`HeapBlobs`]; another runtime's storage can
+/// implement it too.
+///
+/// # Examples
+///
+/// ```
+/// use shm_arena::codec::{encode, BlobSink, Bytes, EncodeOptions};
+///
+/// /// Keeps leaves in a list (what `HeapBlobs` does).
+/// struct Leaves(Vec<Vec<u8>>);
+///
+/// impl BlobSink for Leaves {
+///     fn put_blob(&mut self, bytes: &[u8]) -> shm_arena::Result<u32> {
+///         self.0.push(bytes.to_vec());
+///         Ok(self.0.len() as u32 - 1)
+///     }
+/// }
+///
+/// let mut leaves = Leaves(Vec::new());
+/// let mut envelope = Vec::new();
+/// encode(&Bytes::from(vec![1u8; 8192]), &EncodeOptions::default(), &mut envelope, &mut leaves)?;
+/// assert_eq!(leaves.0.len(), 1);
+/// # Ok::<(), shm_arena::Error>(())
+/// ```
 pub trait BlobSink {
     /// Copies `bytes` into a new blob, 64-byte aligned, and returns its index within the unit.
     ///
@@ -130,7 +154,34 @@ pub trait BlobSink {
     fn put_blob(&mut self, bytes: &[u8]) -> Result<u32>;
 }
 
-/// Where the decoder finds offloaded leaves. Implemented by the arena's unit guard.
+/// Where the decoder finds offloaded leaves. Implemented for the arena's units and for
+/// `&`[`HeapBlobs`]; another runtime's storage can implement it too.
+///
+/// # Examples
+///
+/// ```
+/// use std::cell::Cell;
+/// use shm_arena::codec::{decode, encode, BlobSource, Bytes, EncodeOptions, HeapBlobs};
+///
+/// /// Counts the look-ups of leaves kept in `HeapBlobs` (64-byte aligned, as leaves must be).
+/// struct Counted<'a>(&'a HeapBlobs, Cell<u32>);
+///
+/// impl<'a> BlobSource<'a> for Counted<'a> {
+///     fn blob(&self, index: u32) -> shm_arena::Result<&'a [u8]> {
+///         self.1.set(self.1.get() + 1);
+///         self.0
+///             .get(index)
+///             .ok_or_else(|| shm_arena::Error::Codec(format!("no blob {index}")))
+///     }
+/// }
+///
+/// let (mut envelope, mut heap) = (Vec::new(), HeapBlobs::new());
+/// encode(&Bytes::from(vec![3u8; 5000]), &EncodeOptions::default(), &mut envelope, &mut heap)?;
+/// let source = Counted(&heap, Cell::new(0));
+/// let back: Bytes = decode(&envelope, &source)?;
+/// assert_eq!((back.len(), source.1.get()), (5000, 1));
+/// # Ok::<(), shm_arena::Error>(())
+/// ```
 pub trait BlobSource<'a> {
     /// The whole blob `index` (64-byte aligned start), or an error if there is no such blob.
     ///
@@ -145,6 +196,23 @@ pub trait BlobSource<'a> {
 }
 
 /// Encoder settings.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use shm_arena::codec::{Bytes, EncodeOptions};
+/// use shm_arena::Region;
+///
+/// let region = Region::create(1 << 16)?;
+/// let (mut writer, reader) = (region.writer()?, region.reader()?);
+/// // Offload byte strings from 256 bytes on (the default is 4096).
+/// let options = EncodeOptions::with_offload_threshold(256);
+/// writer.send_with(&Bytes::from(vec![0u8; 1000]), &options)?;
+/// let unit = reader.next_unit(Duration::from_secs(1))?;
+/// assert_eq!(unit.blob_count(), 2); // the leaf, then the envelope
+/// # Ok::<(), shm_arena::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct EncodeOptions {

@@ -247,6 +247,23 @@ end_unit!(OwnedUnit);
 
 /// One unit of a [`UnitBatch`](crate::UnitBatch): the same read access as [`Unit`]; it ends
 /// with its batch.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use shm_arena::Region;
+///
+/// let region = Region::create(1 << 16)?;
+/// let (mut writer, reader) = (region.writer()?, region.reader()?);
+/// writer.send(&("a", 1u32))?;
+/// writer.write_unit(&[b"raw"])?;
+/// let batch = reader.next_batch(2, Duration::from_secs(1))?;
+/// let first = batch.get(0).unwrap();
+/// assert_eq!(first.decode::<(&str, u32)>()?, ("a", 1));
+/// assert_eq!(batch.get(1).unwrap().blob(0)?, b"raw");
+/// # Ok::<(), shm_arena::Error>(())
+/// ```
 pub struct BatchUnit<'b> {
     store: &'b Store,
     view: View,

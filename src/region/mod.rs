@@ -26,6 +26,23 @@ mod os;
 pub use options::{Backing, Mode, RegionOptions};
 
 /// A snapshot of a lane's cursors (see [`Region::cursors`]).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use shm_arena::Region;
+///
+/// let region = Region::create(1 << 16)?;
+/// let (mut writer, reader) = (region.writer()?, region.reader()?);
+/// writer.write_unit(&[&[0u8; 100]])?; // record 64 + blob 128 (aligned)
+/// let unit = reader.next_unit(Duration::from_secs(1))?;
+/// let c = region.cursors();
+/// assert_eq!((c.head, c.claim, c.tail), (192, 192, 0)); // committed, taken, not ended
+/// drop(unit);
+/// assert_eq!(region.cursors().tail, 192);
+/// # Ok::<(), shm_arena::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cursors {
     /// Every unit before this position is committed.

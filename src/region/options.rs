@@ -3,6 +3,18 @@
 use crate::layout::Geometry;
 
 /// What memory backs a region.
+///
+/// # Examples
+///
+/// ```
+/// use shm_arena::{Backing, Region, RegionOptions};
+///
+/// let threads_only = Region::create_with(RegionOptions::new(1 << 16).backing(Backing::Anonymous))?;
+/// assert!(threads_only.fd().is_none());
+/// let named = Region::create_with(RegionOptions::new(1 << 16).backing(Backing::Named))?;
+/// assert!(named.name().unwrap().starts_with("/shm-arena-"));
+/// # Ok::<(), shm_arena::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Backing {
     /// An anonymous memory file (`memfd_create`): no name anywhere, shared with a child process
@@ -21,6 +33,17 @@ pub enum Backing {
 }
 
 /// How many handles share a region's ring.
+///
+/// # Examples
+///
+/// ```
+/// use shm_arena::{Mode, Region, RegionOptions};
+///
+/// assert_eq!(Region::create(1 << 16)?.mode(), Mode::Spsc);
+/// let mpmc = Region::create_with(RegionOptions::new(1 << 16).mpmc(2, 4))?;
+/// assert_eq!(mpmc.mode(), Mode::Mpmc { writers: 2, readers: 4 });
+/// # Ok::<(), shm_arena::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// One writer, one reader.
