@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every cargo-fuzz target for SECONDS each (default 30) on nightly, from the committed
-# corpus, adding what it finds to fuzz/corpus/<target>. Installs cargo-fuzz if missing.
+# Runs every cargo-fuzz target for SECONDS each (default 30) on the pinned nightly
+# (ci/nightly.sh), from the committed corpus, adding what it finds to fuzz/corpus/<target>.
+# Installs that nightly and cargo-fuzz if missing.
 # A crash leaves its input in fuzz/artifacts/<target>/; commit it: tests/fuzz_corpus.rs replays
 # every corpus entry and artifact on stable.
 set -euo pipefail
@@ -9,8 +10,10 @@ seconds="${1:-30}"
 if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked
 fi
-rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
-targets=$(cd fuzz && cargo +nightly fuzz list)
+# shellcheck source=ci/nightly.sh
+source ci/nightly.sh
+ensure_nightly
+targets=$(cd fuzz && cargo "+$NIGHTLY" fuzz list)
 for target in $targets; do
   mkdir -p "fuzz/corpus/$target"
   echo "--- fuzzing $target for ${seconds}s"
@@ -18,7 +21,7 @@ for target in $targets; do
   # FUZZ_SANITIZER=address for ASan runs.
   log="target/fuzz-$target.log"
   mkdir -p target
-  if ! cargo +nightly fuzz run -s "${FUZZ_SANITIZER:-none}" "$target" "fuzz/corpus/$target" -- \
+  if ! cargo "+$NIGHTLY" fuzz run -s "${FUZZ_SANITIZER:-none}" "$target" "fuzz/corpus/$target" -- \
       -max_total_time="$seconds" -rss_limit_mb=2048 -max_len=4096 -print_final_stats=1 \
       >"$log" 2>&1; then
     tail -n 60 "$log" >&2

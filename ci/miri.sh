@@ -8,19 +8,19 @@
 # tests/smoke.rs is not run: it creates memfd and POSIX shared-memory regions (memfd_create is
 # an unsupported syscall under Miri) and moves 60,000 units.
 #
-# -Zmiri-disable-weak-memory-emulation: the pinned nightly's Miri (2026-05-19) crashes (an ICE,
+# -Zmiri-disable-weak-memory-emulation: the pinned nightly's Miri (ci/nightly.sh) crashes (an ICE,
 # "cannot have empty store buffer when previous write was atomic", weak_memory.rs:233) when a
 # ring byte range holds a unit record's atomics on one lap and non-atomic blob bytes on the
-# next. Data-race detection stays on. Drop the flag once `cargo +nightly miri test` passes
-# without it on a newer nightly.
+# next. Data-race detection stays on. Drop the flag once Miri passes without it on a newer
+# nightly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^miri'; then
-    rustup component add --toolchain nightly miri rust-src
-fi
+# shellcheck source=ci/nightly.sh
+source ci/nightly.sh
+ensure_nightly miri rust-src
 # Own target directory: Miri's build artefacts must not mix with normal ones.
 export CARGO_TARGET_DIR=target/miri
-cargo +nightly miri setup
+cargo "+$NIGHTLY" miri setup
 MIRIFLAGS="-Zmiri-strict-provenance -Zmiri-disable-weak-memory-emulation ${MIRIFLAGS:-}" \
-    cargo +nightly miri test --test model --test mpmc_model --test codec "$@"
+    cargo "+$NIGHTLY" miri test --test model --test mpmc_model --test codec "$@"

@@ -119,7 +119,7 @@
 pub mod codec;
 mod error;
 mod futex;
-#[cfg(not(shm_arena_loom))]
+#[cfg(all(feature = "fuzzing", not(shm_arena_loom)))]
 pub mod fuzzing;
 mod layout;
 mod reader;

@@ -7,7 +7,7 @@ use std::fmt::Debug;
 use proptest::prelude::*;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
-use shm_arena::codec::fuzzing::{decode_envelope, Item, Sample, Value};
+use shm_arena::codec::fuzzing::{decode_envelope, Sample, Value, Variant};
 use shm_arena::codec::{
     decode, encode, Array, BlobSink, BlobSource, Bytes, Dtype, EncodeOptions, HeapBlobs, NoBlobs,
     MAX_DEPTH,
@@ -164,7 +164,7 @@ struct Record {
     unit: Unit0,
     newtype: Newtype,
     tuple: Tuple,
-    items: Vec<Item>,
+    items: Vec<Variant>,
 }
 
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -217,11 +217,11 @@ fn serde_data_model_round_trips() {
     round_trip(&Newtype(5));
     round_trip(&Tuple(1, "x".into()));
     let items = vec![
-        Item::Empty,
-        Item::Number(-5),
-        Item::Text("t".into()),
-        Item::Pair(9, true),
-        Item::Named {
+        Variant::Empty,
+        Variant::Number(-5),
+        Variant::Text("t".into()),
+        Variant::Pair(9, true),
+        Variant::Named {
             id: 3,
             tag: Some('q'),
         },
@@ -716,9 +716,9 @@ fn every_truncation_of_a_valid_envelope_is_an_error() {
         counts: HashMap::from([("k".into(), -7)]),
         note: Some(Cow::Borrowed("note")),
         items: vec![
-            Item::Empty,
-            Item::Pair(1, false),
-            Item::Named { id: 1, tag: None },
+            Variant::Empty,
+            Variant::Pair(1, false),
+            Variant::Named { id: 1, tag: None },
         ],
         samples: Array::from_slice(&data, &[10, 10]).unwrap(),
     };
@@ -753,7 +753,7 @@ fn deep_nesting_is_an_error_not_a_stack_overflow() {
         assert!(msg.contains("limit of 128"), "case {i}: {msg}");
         assert!(decode::<IgnoredAny>(&bytes, &NoBlobs).is_err());
         assert!(decode::<Untagged>(&bytes, &NoBlobs).is_err());
-        assert!(decode::<Vec<Item>>(&bytes, &NoBlobs).is_err());
+        assert!(decode::<Vec<Variant>>(&bytes, &NoBlobs).is_err());
     }
 
     // Exactly at the limit is fine.
@@ -937,7 +937,7 @@ fn fuzz_entry_round_trips_a_valid_sample() {
         payload: Bytes::from(vec![9u8; 5000]),
         counts: HashMap::from([("a".into(), 1)]),
         note: None,
-        items: vec![Item::Text("t".into())],
+        items: vec![Variant::Text("t".into())],
         samples: Array::from_slice(&data, &[2, 1024]).unwrap(),
     };
     let unit = encode_with(&sample, 4096);

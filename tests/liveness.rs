@@ -15,11 +15,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::child::{env_u64, park_until_killed as park, say, ChildGuard};
 use common::rng::{checksum, Rng};
 use shm_arena::{Error, Reader, Region, RegionOptions, Role, Unit, Writer};
 
@@ -28,8 +26,6 @@ const ROLE_ENV: &str = "SHM_ARENA_LIVENESS_ROLE";
 const SEED_ENV: &str = "SHM_ARENA_LIVENESS_SEED";
 /// Number of units a reader child takes before it says how many it holds and parks.
 const TAKE_ENV: &str = "SHM_ARENA_LIVENESS_TAKE";
-/// Longest any child may live: a hang guard, far above what any test needs.
-const CHILD_DEADLINE: Duration = Duration::from_secs(60);
 /// What every wait in these tests may take at most; a dead peer must be noticed far sooner.
 const LONG: Duration = Duration::from_secs(10);
 
@@ -47,81 +43,18 @@ fn child_main() {
     }
 }
 
-fn env_u64(name: &str) -> u64 {
-    std::env::var(name)
-        .unwrap_or_else(|_| panic!("{name} is not set"))
-        .parse()
-        .unwrap_or_else(|_| panic!("{name} is not a number"))
+/// A child playing `role`, sharing `region`.
+fn spawn(role: &str, region: &Region, env: &[(&str, String)]) -> ChildGuard {
+    ChildGuard::spawn(ROLE_ENV, role, region, env)
 }
 
-fn say(line: &str) {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{line}").unwrap();
-    out.flush().unwrap();
-}
-
-/// Waits to be killed; exits by itself once the parent is gone or after the deadline.
-fn park() -> ! {
-    let parent = std::os::unix::process::parent_id();
-    let until = Instant::now() + CHILD_DEADLINE;
-    while Instant::now() < until && std::os::unix::process::parent_id() == parent {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    std::process::exit(3);
-}
-
-/// A child process that is killed and reaped whatever happens to the test.
-struct ChildGuard {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl ChildGuard {
-    fn spawn(role: &str, region: &Region, env: &[(&str, String)]) -> ChildGuard {
-        let mut command = common::child::command(ROLE_ENV, role, region, env, Stdio::null());
-        let mut child = command.spawn().expect("spawning a child process");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        ChildGuard { child, lines }
-    }
-
-    /// The first line starting with `prefix` the child prints, without the prefix.
-    fn wait_line(&self, prefix: &str) -> String {
-        let until = Instant::now() + LONG;
-        loop {
-            let left = until.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                // The harness prints "test child_main ... " without a line break first.
-                Ok(line) => {
-                    if let Some(at) = line.find(prefix) {
-                        return line[at + prefix.len()..].trim().to_string();
-                    }
-                }
-                Err(e) => panic!("child {} never said {prefix:?}: {e}", self.child.id()),
-            }
-        }
-    }
-
-    /// SIGKILL, without reaping: the child stays a zombie until drop.
-    fn kill(&mut self) {
-        self.child.kill().unwrap();
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The text after `prefix` in the first line of the child's that holds it.
+fn wait_line(child: &mut ChildGuard, prefix: &str) -> String {
+    let seen = child.wait_for(|line| line.contains(prefix), LONG);
+    let line = seen.last().expect("the line waited for");
+    // The harness prints "test child_main ... " without a line break first.
+    let at = line.find(prefix).expect("the line holds the prefix");
+    line[at + prefix.len()..].trim().to_string()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -205,11 +138,11 @@ fn a_writer_that_dies_before_attaching_is_noticed() {
     for reap in [false, true] {
         let region = Region::create(1 << 16).unwrap();
         let reader = region.reader().unwrap();
-        let mut child = ChildGuard::spawn("never_attaches", &region, &[]);
-        let pid = child.child.id();
+        let mut child = spawn("never_attaches", &region, &[]);
+        let pid = child.pid();
         child.kill();
         if reap {
-            child.child.wait().unwrap();
+            child.reap();
         }
         let started = Instant::now();
         match reader.next_unit(LONG) {
@@ -235,7 +168,7 @@ fn a_writer_that_dies_before_attaching_is_noticed() {
 fn a_live_child_that_has_not_attached_is_waited_for() {
     let region = Region::create(1 << 16).unwrap();
     let reader = region.reader().unwrap();
-    let _child = ChildGuard::spawn("never_attaches", &region, &[]);
+    let _child = spawn("never_attaches", &region, &[]);
     // Three peer checks' worth: the child runs, so nothing but the deadline ends the wait.
     assert!(matches!(
         reader.next_unit(Duration::from_millis(350)),
@@ -278,7 +211,7 @@ fn a_dead_spsc_reader_is_replaced_and_the_writer_continues() {
     writer.set_timeout(Some(LONG));
     let seed = 7;
     let take = 5;
-    let mut child = ChildGuard::spawn(
+    let mut child = spawn(
         "holding_reader",
         &region,
         &[(SEED_ENV, seed.to_string()), (TAKE_ENV, take.to_string())],
@@ -289,7 +222,7 @@ fn a_dead_spsc_reader_is_replaced_and_the_writer_continues() {
         next += 1;
     }
     assert!(next > take, "the ring holds more than the child takes");
-    assert_eq!(child.wait_line("took "), take.to_string());
+    assert_eq!(wait_line(&mut child, "took "), take.to_string());
     // The writer blocks for space; the reader dies under it.
     let killer = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(50));
@@ -344,7 +277,7 @@ fn write_seq_now(writer: &mut Writer, seed: u64, seq: u64) -> bool {
 fn child_stream_writer() {
     let region = Region::from_env().unwrap();
     let mut writer = region.writer().unwrap();
-    writer.set_timeout(Some(CHILD_DEADLINE));
+    writer.set_timeout(Some(LONG * 6));
     let seed = env_u64(SEED_ENV);
     for seq in 0.. {
         if write_seq(&mut writer, seed, seq).is_err() {
@@ -364,12 +297,12 @@ fn a_dead_spsc_writer_is_replaced_and_the_stream_continues() {
     let region = Region::create(1 << 16).unwrap();
     let reader = region.reader().unwrap();
     let seed = 11;
-    let mut child = ChildGuard::spawn("stream_writer", &region, &[(SEED_ENV, seed.to_string())]);
+    let mut child = spawn("stream_writer", &region, &[(SEED_ENV, seed.to_string())]);
     let mut next = 0;
     // Read 50 units, then kill the child mid-stream.
     read_in_order(&reader, 0, 50);
     next += 50;
-    assert_eq!(child.wait_line("wrote "), "10");
+    assert_eq!(wait_line(&mut child, "wrote "), "10");
     child.kill();
     let killed_at = Instant::now();
     let noticed = loop {
@@ -424,7 +357,7 @@ fn kill_rounds_spsc_reader() {
         let mut writer = region.writer().unwrap();
         writer.set_timeout(Some(LONG));
         let take = 1 + rng.below(20);
-        let mut child = ChildGuard::spawn(
+        let mut child = spawn(
             "holding_reader",
             &region,
             &[(SEED_ENV, seed.to_string()), (TAKE_ENV, take.to_string())],
@@ -444,7 +377,7 @@ fn kill_rounds_spsc_reader() {
             while write_seq_now(&mut writer, seed, next) {
                 next += 1;
             }
-            assert_eq!(child.wait_line("took "), take.to_string());
+            assert_eq!(wait_line(&mut child, "took "), take.to_string());
             child.kill();
         }
         let killed_at = Instant::now();
@@ -489,8 +422,7 @@ fn kill_rounds_spsc_writer() {
         let mut rng = Rng::new(seed);
         let region = Region::create(1 << 16).unwrap();
         let reader = region.reader().unwrap();
-        let mut child =
-            ChildGuard::spawn("stream_writer", &region, &[(SEED_ENV, seed.to_string())]);
+        let mut child = spawn("stream_writer", &region, &[(SEED_ENV, seed.to_string())]);
         let mut next = 0;
         let before = rng.below(150);
         read_in_order(&reader, 0, before);

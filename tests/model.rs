@@ -29,9 +29,7 @@ use shm_arena::{Backing, Error, OwnedUnit, Reader, Region, RegionOptions, Unit, 
 /// Bytes before the ring in a region.
 const HEADER: usize = 4096;
 
-use common::placement::{
-    align_up, pattern, predict, Outcome, Pending, ALIGN, DESCRIPTOR, INLINE_BLOBS,
-};
+use common::placement::{attempt, pattern, Attempt, BlobSpec, Ring, ALIGN};
 
 /// A unit the model expects in the ring.
 #[derive(Debug, Clone)]
@@ -98,10 +96,6 @@ enum Written {
     CommitFailed,
 }
 
-/// A blob to write: its length and whether to fill it in place (`blob_mut`) or copy it in
-/// (`push`).
-type BlobSpec = (usize, bool);
-
 /// One ring driven in lockstep with its model.
 struct Harness<'r> {
     region: &'r Region,
@@ -153,103 +147,23 @@ impl<'r> Harness<'r> {
     fn write(&mut self, blobs: &[BlobSpec], commit: bool, keep_going: bool) -> Written {
         let id = self.attempts;
         self.attempts += 1;
-        let (cap, tail, head) = (self.cap, self.tail(), self.head);
-        let mut model = Pending {
-            cursor: head + ALIGN,
-            used: ALIGN,
-            blobs: Vec::new(),
+        let (cap, ring_base) = (self.cap, &self.ring);
+        let ring = Ring {
+            cap,
+            head: self.head,
+            tail: self.tail(),
+            check_address: &|addr, pos| check_address(ring_base, cap, addr, pos),
+            full: &|e| matches!(e, Error::WouldBlock(_)),
         };
-        let mut unit = self.writer.try_begin_unit().unwrap();
-        let mut stopped = false;
-        for (i, &(len, in_place)) in blobs.iter().enumerate() {
-            let data = pattern(id, i, len);
-            let expected = predict(cap, tail, &model, len as u64);
-            let got = if in_place {
-                unit.blob_mut(len).map(|dst| {
-                    assert_eq!(dst.len(), len);
-                    dst.copy_from_slice(&data);
-                    Some(dst.as_ptr() as usize)
-                })
-            } else {
-                unit.push(&data).map(|index| {
-                    assert_eq!(index, model.blobs.len(), "push returns the blob's index");
-                    None
-                })
-            };
-            match (expected, got) {
-                (Outcome::Placed(pos), Ok(addr)) => {
-                    if let (Some(addr), true) = (addr, len > 0) {
-                        check_address(&self.ring, cap, addr, pos);
-                    }
-                    model.cursor = pos + align_up(len as u64);
-                    model.used += align_up(len as u64);
-                    model.blobs.push((pos, data));
-                }
-                (
-                    Outcome::TooLarge { requested },
-                    Err(Error::UnitTooLarge { requested: r, max }),
-                ) => {
-                    assert_eq!((r, max), (requested, cap / 2), "blob {i} of {len} bytes");
-                    stopped = !keep_going;
-                }
-                (Outcome::Full, Err(Error::WouldBlock(_))) => stopped = !keep_going,
-                (expected, got) => panic!(
-                    "blob {i} of {len} bytes in unit at {head} (tail {tail}, cursor {}): \
-                     model says {expected:?}, ring says {got:?}",
-                    model.cursor
-                ),
+        let unit = self.writer.try_begin_unit().unwrap();
+        match attempt(unit, id, &ring, blobs, commit, keep_going) {
+            Attempt::Aborted => Written::Aborted,
+            Attempt::CommitFailed => Written::CommitFailed,
+            Attempt::Committed { start, span, blobs } => {
+                self.head = start + span;
+                self.queue.push_back(Expected { start, span, blobs });
+                Written::Committed { start, span }
             }
-            assert_eq!(unit.blob_count(), model.blobs.len());
-            assert_eq!(unit.size(), model.used);
-            if stopped {
-                break;
-            }
-        }
-        if stopped || !commit {
-            // Going out of scope uncommitted aborts the unit.
-            return Written::Aborted;
-        }
-        let count = model.blobs.len();
-        let expected = if count > INLINE_BLOBS {
-            predict(cap, tail, &model, count as u64 * DESCRIPTOR)
-        } else if model.cursor - tail > cap {
-            // Without blobs, nothing reserved room for the record yet.
-            Outcome::Full
-        } else {
-            Outcome::Placed(model.cursor)
-        };
-        let lens: Vec<usize> = model.blobs.iter().map(|(_, b)| b.len()).collect();
-        match (expected, unit.commit()) {
-            (Outcome::Placed(pos), Ok(())) => {
-                let end = if count > INLINE_BLOBS {
-                    model.used += align_up(count as u64 * DESCRIPTOR);
-                    pos + align_up(count as u64 * DESCRIPTOR)
-                } else {
-                    model.cursor
-                };
-                assert_eq!(shm_arena::unit_size(&lens), model.used);
-                self.head = end;
-                self.queue.push_back(Expected {
-                    start: head,
-                    span: end - head,
-                    blobs: model.blobs,
-                });
-                Written::Committed {
-                    start: head,
-                    span: end - head,
-                }
-            }
-            (Outcome::TooLarge { requested }, Err(Error::UnitTooLarge { requested: r, max })) => {
-                assert_eq!((r, max), (requested, cap / 2), "table of {count} blobs");
-                assert!(shm_arena::unit_size(&lens) > cap / 2);
-                Written::CommitFailed
-            }
-            (Outcome::Full, Err(Error::WouldBlock(_))) => Written::CommitFailed,
-            (expected, got) => panic!(
-                "commit of {count} blobs in unit at {head} (tail {tail}, cursor {}): \
-                 model says {expected:?}, ring says {got:?}",
-                model.cursor
-            ),
         }
     }
 

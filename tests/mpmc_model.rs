@@ -39,9 +39,7 @@ use shm_arena::{
     Backing, Error, Mode, OwnedUnit, Reader, Region, RegionOptions, Role, Unit, Writer,
 };
 
-use common::placement::{
-    align_up, pattern, predict, Outcome, Pending, ALIGN, DESCRIPTOR, INLINE_BLOBS,
-};
+use common::placement::{attempt, Attempt, BlobSpec, Ring, ALIGN};
 
 /// A committed unit as the model expects it.
 #[derive(Debug, Clone)]
@@ -67,11 +65,11 @@ enum WhenFull {
 }
 
 impl WhenFull {
-    fn matches<T: std::fmt::Debug>(self, got: &shm_arena::Result<T>) -> bool {
+    fn matches(self, got: &Error) -> bool {
         match self {
-            WhenFull::WouldBlock => matches!(got, Err(Error::WouldBlock(_))),
-            WhenFull::Timeout => matches!(got, Err(Error::Timeout { .. })),
-            WhenFull::Closed => matches!(got, Err(Error::Closed(Role::Reader))),
+            WhenFull::WouldBlock => matches!(got, Error::WouldBlock(_)),
+            WhenFull::Timeout => matches!(got, Error::Timeout { .. }),
+            WhenFull::Closed => matches!(got, Error::Closed(Role::Reader)),
         }
     }
 }
@@ -140,10 +138,6 @@ struct ReaderHandle {
     /// Units claimed in a row from `next`.
     streak: u32,
 }
-
-/// A blob to write: its length and whether to fill it in place (`blob_mut`) or copy it in
-/// (`push`).
-type BlobSpec = (usize, bool);
 
 /// One MPMC region driven in lockstep with its model.
 struct Harness {
@@ -323,11 +317,6 @@ impl Harness {
         let base = &self.bases[lane as usize];
         let writer = &mut self.writers[w].0;
         assert_eq!(writer.lane(), lane);
-        let mut model = Pending {
-            cursor: head + ALIGN,
-            used: ALIGN,
-            blobs: Vec::new(),
-        };
         let begun = if blocking {
             // Zero: a full lane fails at once (after a short spin) instead of waiting.
             writer.set_timeout(Some(Duration::ZERO));
@@ -335,7 +324,7 @@ impl Harness {
         } else {
             writer.try_begin_unit()
         };
-        let mut unit = match begun {
+        let unit = match begun {
             Ok(unit) => {
                 assert!(
                     !readers_gone,
@@ -346,97 +335,27 @@ impl Harness {
             Err(Error::Closed(Role::Reader)) if readers_gone => return false,
             Err(e) => panic!("lane {lane}: begin_unit failed: {e:?}"),
         };
-        let mut stopped = false;
-        for (i, &(len, in_place)) in blobs.iter().enumerate() {
-            let data = pattern(id, i, len);
-            let expected = predict(cap, tail, &model, len as u64);
-            let got = if in_place {
-                unit.blob_mut(len).map(|dst| {
-                    assert_eq!(dst.len(), len);
-                    dst.copy_from_slice(&data);
-                    Some(dst.as_ptr() as usize)
-                })
-            } else {
-                unit.push(&data).map(|index| {
-                    assert_eq!(index, model.blobs.len(), "push returns the blob's index");
-                    None
-                })
-            };
-            match (expected, &got) {
-                (Outcome::Placed(pos), Ok(addr)) => {
-                    if let (Some(addr), true) = (addr, len > 0) {
-                        check_address(base, cap, *addr, pos);
-                    }
-                    model.cursor = pos + align_up(len as u64);
-                    model.used += align_up(len as u64);
-                    model.blobs.push((pos, data));
-                }
-                (
-                    Outcome::TooLarge { requested },
-                    Err(Error::UnitTooLarge { requested: r, max }),
-                ) => {
-                    assert_eq!((*r, *max), (requested, cap / 2), "blob {i} of {len} bytes");
-                    stopped = !keep_going;
-                }
-                (Outcome::Full, got) if full.matches(got) => stopped = !keep_going,
-                (expected, got) => panic!(
-                    "lane {lane}: blob {i} of {len} bytes in unit at {head} (tail {tail}, \
-                     cursor {}, {full:?}): model says {expected:?}, writer says {got:?}",
-                    model.cursor
-                ),
-            }
-            assert_eq!(unit.blob_count(), model.blobs.len());
-            assert_eq!(unit.size(), model.used);
-            if stopped {
-                break;
-            }
-        }
-        if stopped || !commit {
-            // Going out of scope uncommitted aborts the unit: nothing is published.
-            return false;
-        }
-        let count = model.blobs.len();
-        let expected = if count > INLINE_BLOBS {
-            predict(cap, tail, &model, count as u64 * DESCRIPTOR)
-        } else if model.cursor - tail > cap {
-            // Without blobs, nothing reserved room for the record yet.
-            Outcome::Full
-        } else {
-            Outcome::Placed(model.cursor)
+        let ring = Ring {
+            cap,
+            head,
+            tail,
+            check_address: &|addr, pos| check_address(base, cap, addr, pos),
+            full: &|e| full.matches(e),
         };
-        let lens: Vec<usize> = model.blobs.iter().map(|(_, b)| b.len()).collect();
-        let got = unit.commit();
-        match (expected, &got) {
-            (Outcome::Placed(pos), Ok(())) => {
-                let end = if count > INLINE_BLOBS {
-                    model.used += align_up(count as u64 * DESCRIPTOR);
-                    pos + align_up(count as u64 * DESCRIPTOR)
-                } else {
-                    model.cursor
-                };
-                assert_eq!(shm_arena::unit_size(&lens), model.used);
+        match attempt(unit, id, &ring, blobs, commit, keep_going) {
+            Attempt::Aborted | Attempt::CommitFailed => false,
+            Attempt::Committed { start, span, blobs } => {
                 let lane_model = &mut self.model[lane as usize];
-                lane_model.head = end;
+                lane_model.head = start + span;
                 lane_model.queue.push_back(Expected {
                     lane,
-                    start: head,
-                    span: end - head,
-                    blobs: model.blobs,
+                    start,
+                    span,
+                    blobs,
                     slot: u32::MAX,
                 });
                 true
             }
-            (Outcome::TooLarge { requested }, Err(Error::UnitTooLarge { requested: r, max })) => {
-                assert_eq!((*r, *max), (requested, cap / 2), "table of {count} blobs");
-                assert!(shm_arena::unit_size(&lens) > cap / 2);
-                false
-            }
-            (Outcome::Full, got) if full.matches(got) => false,
-            (expected, got) => panic!(
-                "lane {lane}: commit of {count} blobs in unit at {head} (tail {tail}, cursor {}, \
-                 {full:?}): model says {expected:?}, writer says {got:?}",
-                model.cursor
-            ),
         }
     }
 

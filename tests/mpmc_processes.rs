@@ -24,11 +24,11 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{BufWriter, Write};
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, ChildStdin, ExitStatus, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use common::child::{env_u64, kill_later, park_until_killed, wait_for_go};
 
 use shm_arena::{unit_size, Error, Region, RegionOptions, Role, Unit, UnitWriter, Writer};
 
@@ -71,11 +71,6 @@ fn child_main() {
     }
 }
 
-fn env_u64(name: &str) -> u64 {
-    let value = std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set"));
-    value.parse().unwrap_or_else(|_| panic!("{name}={value:?}"))
-}
-
 /// Writes `@` report lines to stdout.
 struct Reporter {
     out: BufWriter<std::io::Stdout>,
@@ -108,21 +103,6 @@ impl Reporter {
     fn flush(&mut self) {
         self.out.flush().unwrap();
     }
-}
-
-/// Waits for the parent's "go" byte; exits if the parent is gone (stdin closed).
-fn wait_for_go() {
-    let mut byte = [0u8; 1];
-    if !matches!(std::io::stdin().read(&mut byte), Ok(1)) {
-        std::process::exit(3);
-    }
-}
-
-/// Waits (in a child) to be killed by the parent; exits once the parent is gone.
-fn park_until_killed() -> ! {
-    let mut buf = [0u8; 64];
-    while matches!(std::io::stdin().read(&mut buf), Ok(n) if n > 0) {}
-    std::process::exit(3);
 }
 
 fn child_writer() {
@@ -331,162 +311,36 @@ impl Report {
     }
 }
 
-/// A child process that is killed and reaped whatever happens to the test.
-struct ChildGuard {
-    /// "writer 2", "reader 0", ...: for messages.
-    name: String,
-    child: Child,
-    /// The child waits for one byte here before it starts; closing it tells it we are gone.
-    stdin: Option<ChildStdin>,
-    reports: mpsc::Receiver<Report>,
-    /// Reports taken from `reports` so far.
-    seen: Vec<Report>,
+/// A child process reporting [`Report`]s.
+type ChildGuard = common::child::ChildGuard<Report>;
+
+/// Starts this test binary as a child playing `role`, sharing `region` with it.
+fn spawn(name: String, role: &str, region: &Region, env: &[(&str, String)]) -> ChildGuard {
+    ChildGuard::spawn_parsed(name, ROLE_ENV, role, region, env, Report::parse)
 }
 
-impl ChildGuard {
-    /// Starts this test binary as a child playing `role`, sharing `region` with it.
-    fn spawn(name: String, role: &str, region: &Region, env: &[(&str, String)]) -> ChildGuard {
-        let mut command = common::child::command(ROLE_ENV, role, region, env, Stdio::piped());
-        let mut child = command.spawn().expect("spawning a child process");
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, reports) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(report) = Report::parse(&line) {
-                    if tx.send(report).is_err() {
-                        break;
-                    }
-                }
-            }
-        });
-        ChildGuard {
-            name,
-            child,
-            stdin,
-            reports,
-            seen: Vec::new(),
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Waits until the child reports `what`; returns everything it reported so far.
-    fn wait_for(&mut self, what: &Report, timeout: Duration) -> &[Report] {
-        let until = Instant::now() + timeout;
-        loop {
-            let left = until.saturating_duration_since(Instant::now());
-            match self.reports.recv_timeout(left) {
-                Ok(report) => {
-                    let found = report == *what;
-                    self.seen.push(report);
-                    if found {
-                        return &self.seen;
-                    }
-                }
-                Err(e) => panic!(
-                    "{} (pid {}) never reported {what:?} ({e}); it reported {:?}",
-                    self.name,
-                    self.pid(),
-                    self.seen
-                ),
-            }
-        }
-    }
-
-    /// Waits until the child reported `units` units (committed or taken), or exited.
-    fn wait_progress(&mut self, units: usize, timeout: Duration) {
-        let is_unit = |r: &Report| matches!(r, Report::Committed(_) | Report::Unit { .. });
-        let mut done = self.seen.iter().filter(|r| is_unit(r)).count();
-        let until = Instant::now() + timeout;
-        while done < units {
-            let left = until.saturating_duration_since(Instant::now());
-            match self.reports.recv_timeout(left) {
-                Ok(report) => {
-                    done += usize::from(is_unit(&report));
-                    self.seen.push(report);
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => return,
-                Err(mpsc::RecvTimeoutError::Timeout) => panic!(
-                    "{} (pid {}) reported {done} units in {timeout:?}",
-                    self.name,
-                    self.pid()
-                ),
-            }
-        }
-    }
-
-    /// Lets the child start its work.
-    fn go(&mut self) {
-        let stdin = self.stdin.as_mut().expect("stdin");
-        stdin.write_all(b"g").unwrap();
-        stdin.flush().unwrap();
-    }
-
-    /// Sends SIGKILL without reaping.
-    fn kill(&mut self) {
-        self.child.kill().unwrap();
-    }
-
-    /// Waits for the child to exit, killing it (and failing) at `deadline`.
-    fn wait_exit(&mut self, deadline: Instant) -> ExitStatus {
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() >= deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!(
-                    "{} (pid {}) still ran at its deadline",
-                    self.name,
-                    self.pid()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
-
-    /// Waits for the child to exit, then for the end of its reports; returns its status and
-    /// every report it made.
-    fn finish(&mut self, deadline: Instant) -> (ExitStatus, Vec<Report>) {
-        let status = self.wait_exit(deadline);
-        // The pipe closes with the child: the reading thread ends and drops its sender.
-        let until = Instant::now() + Duration::from_secs(10);
-        loop {
-            let left = until.saturating_duration_since(Instant::now());
-            match self.reports.recv_timeout(left) {
-                Ok(report) => self.seen.push(report),
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    panic!("{}: stdout still open after its exit", self.name)
-                }
-            }
-        }
-        (status, std::mem::take(&mut self.seen))
-    }
+/// Waits until the child reports `what`; returns everything it reported so far.
+fn wait_for<'c>(child: &'c mut ChildGuard, what: &Report, timeout: Duration) -> &'c [Report] {
+    child.wait_for(|report| report == what, timeout)
 }
 
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        // Errors mean it exited (and maybe was reaped) already.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// Waits until the child reported `units` units (committed or taken), or exited.
+fn wait_progress(child: &mut ChildGuard, units: usize, timeout: Duration) {
+    let is_unit = |r: &Report| matches!(r, Report::Committed(_) | Report::Unit { .. });
+    let mut done = child.seen().iter().filter(|r| is_unit(r)).count();
+    let until = Instant::now() + timeout;
+    while done < units {
+        let left = until.saturating_duration_since(Instant::now());
+        match child.next_report(left) {
+            Some(report) => done += usize::from(is_unit(report)),
+            None if Instant::now() < until => return, // stdout closed: it exited
+            None => panic!(
+                "{} (pid {}) reported {done} units in {timeout:?}",
+                child.name,
+                child.pid()
+            ),
+        }
     }
-}
-
-/// Kills `guard`'s child (without reaping it) from another thread after `delay`, so the
-/// calling thread can be blocked in the ring when the peer dies. The guard comes back through
-/// the handle (and is dropped, killing and reaping, if the test panics first).
-fn kill_later(mut guard: ChildGuard, delay: Duration) -> std::thread::JoinHandle<ChildGuard> {
-    std::thread::spawn(move || {
-        std::thread::sleep(delay);
-        guard.kill();
-        guard
-    })
 }
 
 fn spawn_writer(
@@ -497,7 +351,7 @@ fn spawn_writer(
     max_blob: usize,
     eager: bool,
 ) -> ChildGuard {
-    ChildGuard::spawn(
+    spawn(
         format!("writer {id}"),
         "writer",
         region,
@@ -512,7 +366,7 @@ fn spawn_writer(
 }
 
 fn spawn_reader(region: &Region, index: usize, eager: bool) -> ChildGuard {
-    ChildGuard::spawn(
+    spawn(
         format!("reader {index}"),
         "reader",
         region,
@@ -813,7 +667,7 @@ fn stress_3_writers_3_readers() {
         .collect();
     let mut readers: Vec<ChildGuard> = (0..3).map(|r| spawn_reader(&region, r, false)).collect();
     for child in writers.iter_mut().chain(readers.iter_mut()) {
-        child.wait_for(&Report::Ready, CHILD_WAIT);
+        wait_for(child, &Report::Ready, CHILD_WAIT);
     }
     for child in writers.iter_mut().chain(readers.iter_mut()) {
         child.go();
@@ -956,12 +810,12 @@ fn kill_round(round: u64, seed: u64, victim: usize, point: KillPoint) -> RoundOu
         .collect();
     children.extend((0..3).map(|r| spawn_reader(&region, r, true)));
     for child in &mut children {
-        child.wait_for(&Report::Ready, CHILD_WAIT);
+        wait_for(child, &Report::Ready, CHILD_WAIT);
     }
     for child in &mut children {
         child.go();
     }
-    children[victim].wait_progress(point.progress, CHILD_WAIT);
+    wait_progress(&mut children[victim], point.progress, CHILD_WAIT);
     std::thread::sleep(point.jitter);
     let victim_pid = children[victim].pid();
     children[victim].kill();
@@ -1102,7 +956,7 @@ fn writer_killed_mid_unit_does_not_wedge_readers() {
     let mut own = region.writer().unwrap();
     own.set_timeout(Some(CHILD_WAIT));
     let own_lane = own.lane();
-    let mut half = ChildGuard::spawn(
+    let mut half = spawn(
         "half writer".into(),
         "half_writer",
         &region,
@@ -1113,10 +967,10 @@ fn writer_killed_mid_unit_does_not_wedge_readers() {
         ],
     );
     let mut readers: Vec<ChildGuard> = (0..2).map(|r| spawn_reader(&region, r, true)).collect();
-    let half_lane = reported_lane(half.wait_for(&Report::Ready, CHILD_WAIT));
+    let half_lane = reported_lane(wait_for(&mut half, &Report::Ready, CHILD_WAIT));
     assert_ne!(half_lane, own_lane);
     for reader in &mut readers {
-        reader.wait_for(&Report::Ready, CHILD_WAIT);
+        wait_for(reader, &Report::Ready, CHILD_WAIT);
         reader.go();
     }
     half.go();
@@ -1124,7 +978,7 @@ fn writer_killed_mid_unit_does_not_wedge_readers() {
     for seq in 0..UNITS {
         write_test_unit(&mut own, OWN_ID, 5, seq, &plan_unit(&mut plan, 8192)).unwrap();
     }
-    half.wait_for(&Report::Half, CHILD_WAIT);
+    wait_for(&mut half, &Report::Half, CHILD_WAIT);
     match region.writer() {
         Err(Error::RoleTaken {
             role: Role::Writer,
@@ -1200,22 +1054,22 @@ fn reader_killed_holding_units_does_not_wedge_writer() {
     const SEED: u64 = 3;
     let region = Region::create_with(RegionOptions::new(64 * 1024).mpmc(1, 2)).unwrap();
     let mut writer = region.writer().unwrap();
-    let mut holder = ChildGuard::spawn(
+    let mut holder = spawn(
         "holder".into(),
         "holder",
         &region,
         &[(EAGER_ENV, "1".into())],
     );
     let mut other = spawn_reader(&region, 1, true);
-    holder.wait_for(&Report::Ready, CHILD_WAIT);
-    other.wait_for(&Report::Ready, CHILD_WAIT);
+    wait_for(&mut holder, &Report::Ready, CHILD_WAIT);
+    wait_for(&mut other, &Report::Ready, CHILD_WAIT);
 
     // Two big units, taken and held by the holder.
     for seq in 0..HOLDER_UNITS as u64 {
         write_test_unit(&mut writer, 0, SEED, seq, &[8000, 100]).unwrap();
     }
     holder.go();
-    holder.wait_for(&Report::Held, CHILD_WAIT);
+    wait_for(&mut holder, &Report::Held, CHILD_WAIT);
 
     // Fill the lane without blocking: the other reader does not read yet.
     let mut seq = HOLDER_UNITS as u64;
@@ -1244,7 +1098,7 @@ fn reader_killed_holding_units_does_not_wedge_writer() {
         unit.commit()
     });
     let waited = started.elapsed();
-    let mut holder = killer.join().unwrap();
+    let (mut holder, _) = killer.join().unwrap();
     if let Err(e) = result {
         panic!("writer blocked on a lane held by a killed reader: {e} after {waited:?}");
     }

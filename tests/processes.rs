@@ -13,12 +13,12 @@
 mod common;
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
-use std::process::{Child, ExitStatus, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use common::child::{env_u64, kill_later, park_until_killed, ChildGuard};
+use common::proc::proc_state;
 
 use shm_arena::{unit_size, Backing, Error, Region, RegionOptions, Role};
 
@@ -34,8 +34,6 @@ const SEED_ENV: &str = "SHM_ARENA_CHILD_SEED";
 const COUNT_ENV: &str = "SHM_ARENA_CHILD_COUNT";
 /// Line a child prints on stdout once it reached the state the parent waits for.
 const READY: &str = "SHM_ARENA_CHILD_READY";
-/// Longest any child may live: a hang guard, far above what any test needs.
-const CHILD_DEADLINE: Duration = Duration::from_secs(120);
 
 /// Entry point of child processes (see the module docs): ignored in a normal run, started with
 /// `--ignored --exact child_main` by the tests.
@@ -54,120 +52,19 @@ fn child_main() {
     }
 }
 
-fn env_u64(name: &str) -> u64 {
-    let value = std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set"));
-    value.parse().unwrap_or_else(|_| panic!("{name}={value:?}"))
-}
-
 fn say_ready() {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{READY}").unwrap();
-    out.flush().unwrap();
+    common::child::say(READY);
 }
 
-/// Waits (in a child) to be killed by the parent. Exits by itself once the parent is gone
-/// (re-parented) or after [`CHILD_DEADLINE`], so a crashed parent leaves no process behind.
-fn park_until_killed() -> ! {
-    let parent = std::os::unix::process::parent_id();
-    let until = Instant::now() + CHILD_DEADLINE;
-    while Instant::now() < until && std::os::unix::process::parent_id() == parent {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::process::exit(3);
+/// A child playing `role`, sharing `region`.
+fn spawn(role: &str, region: &Region, env: &[(&str, String)]) -> ChildGuard {
+    ChildGuard::spawn(ROLE_ENV, role, region, env)
 }
 
-/// A child process that is killed and reaped whatever happens to the test.
-struct ChildGuard {
-    child: Child,
-    /// Lines the child printed on stdout, read by a thread so the pipe never fills.
-    lines: mpsc::Receiver<String>,
-}
-
-impl ChildGuard {
-    /// Starts this test binary as a child playing `role`, sharing `region` with it.
-    fn spawn(role: &str, region: &Region, env: &[(&str, String)]) -> ChildGuard {
-        let mut command = common::child::command(ROLE_ENV, role, region, env, Stdio::null());
-        let mut child = command.spawn().expect("spawning a child process");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        ChildGuard { child, lines }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Waits for the child to print [`READY`].
-    fn wait_ready(&self, timeout: Duration) {
-        let until = Instant::now() + timeout;
-        loop {
-            let left = until.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                // The harness prints "test child_main ... " without a line break first.
-                Ok(line) if line.ends_with(READY) => return,
-                Ok(_) => {}
-                Err(e) => panic!("child {} never said it was ready: {e}", self.pid()),
-            }
-        }
-    }
-
-    /// Waits for the child to exit, killing it after `timeout`.
-    fn wait(&mut self, timeout: Duration) -> ExitStatus {
-        let until = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() >= until {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!("child {} still ran after {timeout:?}", self.pid());
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    /// Sends SIGKILL without reaping: the child stays a zombie until `wait` or drop.
-    fn kill_without_reaping(&mut self) {
-        self.child.kill().unwrap();
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        // Errors mean it exited (and maybe was reaped) already.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Kills `guard`'s child (without reaping it) from another thread after `delay`, so the
-/// calling thread can be blocked in the ring when the peer dies. The guard comes back through
-/// the handle (and is dropped, killing and reaping, if the test panics first).
-fn kill_later(mut guard: ChildGuard, delay: Duration) -> std::thread::JoinHandle<ChildGuard> {
-    std::thread::spawn(move || {
-        std::thread::sleep(delay);
-        guard.kill_without_reaping();
-        guard
-    })
-}
-
-/// The state letter of `pid` in /proc/PID/stat (`Z` for a zombie).
-fn proc_state(pid: u32) -> Option<char> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    text[text.rfind(')')? + 1..]
-        .split_whitespace()
-        .next()?
-        .chars()
-        .next()
+/// Waits for the child to print [`READY`] (after the harness's "test child_main ... ", which
+/// has no line break of its own).
+fn wait_ready(child: &mut ChildGuard, timeout: Duration) {
+    child.wait_for(|line| line.ends_with(READY), timeout);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -265,7 +162,7 @@ fn child_writer_stream_every_byte_checked() {
     let count = stream_count();
     let region = Region::create(STREAM_CAPACITY).unwrap();
     let reader = region.reader().unwrap();
-    let mut child = ChildGuard::spawn(
+    let mut child = spawn(
         "stream_writer",
         &region,
         &[(SEED_ENV, seed.to_string()), (COUNT_ENV, count.to_string())],
@@ -323,7 +220,9 @@ fn child_writer_stream_every_byte_checked() {
         Err(Error::Closed(Role::Writer)) => {}
         other => panic!("after the last unit: {other:?}"),
     }
-    assert!(child.wait(Duration::from_secs(30)).success());
+    assert!(child
+        .wait_exit(Instant::now() + Duration::from_secs(30))
+        .success());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -356,7 +255,7 @@ fn child_killed_writer() {
 fn writer_killed_mid_unit_gives_peer_gone() {
     let region = Region::create(1 << 16).unwrap();
     let reader = region.reader().unwrap();
-    let child = ChildGuard::spawn("killed_writer", &region, &[]);
+    let mut child = spawn("killed_writer", &region, &[]);
     let pid = child.pid();
     for i in 0..KILLED_WRITER_UNITS {
         let unit = reader.next_unit(Duration::from_secs(30)).unwrap();
@@ -368,7 +267,7 @@ fn writer_killed_mid_unit_gives_peer_gone() {
     let marker = reader.next_unit(Duration::from_secs(30)).unwrap();
     assert_eq!(marker.blob(0).unwrap(), b"marker");
     drop(marker);
-    child.wait_ready(Duration::from_secs(30));
+    wait_ready(&mut child, Duration::from_secs(30));
     assert!(region.peer_alive(Role::Writer));
 
     let killer = kill_later(child, Duration::from_millis(300));
@@ -384,7 +283,7 @@ fn writer_killed_mid_unit_gives_peer_gone() {
     }
     // Hang guard, not a speed check: 30 s would mean liveness was never checked.
     assert!(waited < Duration::from_secs(10), "waited {waited:?}");
-    let child = killer.join().unwrap();
+    let (child, _) = killer.join().unwrap();
     // Nobody reaped it: the check above saw a zombie, which must count as dead.
     assert_eq!(proc_state(pid), Some('Z'));
     assert!(!region.peer_alive(Role::Writer));
@@ -406,10 +305,10 @@ fn writer_killed_mid_unit_gives_peer_gone() {
 fn units_of_a_killed_writer_are_still_read() {
     let region = Region::create(1 << 16).unwrap();
     let reader = region.reader().unwrap();
-    let mut child = ChildGuard::spawn("killed_writer", &region, &[]);
+    let mut child = spawn("killed_writer", &region, &[]);
     let pid = child.pid();
-    child.wait_ready(Duration::from_secs(30));
-    child.kill_without_reaping();
+    wait_ready(&mut child, Duration::from_secs(30));
+    child.kill();
     let until = Instant::now() + Duration::from_secs(10);
     while proc_state(pid) != Some('Z') {
         assert!(Instant::now() < until, "child {pid} did not die");
@@ -446,10 +345,10 @@ fn child_killed_reader() {
 fn reader_killed_gives_blocked_writer_peer_gone() {
     let region = Region::create(1 << 16).unwrap();
     let mut writer = region.writer().unwrap();
-    let child = ChildGuard::spawn("killed_reader", &region, &[]);
+    let mut child = spawn("killed_reader", &region, &[]);
     let pid = child.pid();
     writer.write_unit(&[b"hello"]).unwrap();
-    child.wait_ready(Duration::from_secs(30));
+    wait_ready(&mut child, Duration::from_secs(30));
 
     // Fill the ring without blocking.
     let mut written = 0;
@@ -480,7 +379,7 @@ fn reader_killed_gives_blocked_writer_peer_gone() {
         other => panic!("writer blocked on a killed reader got {other:?}"),
     }
     assert!(waited < Duration::from_secs(10), "waited {waited:?}");
-    let child = killer.join().unwrap();
+    let (child, _) = killer.join().unwrap();
     assert_eq!(proc_state(pid), Some('Z'));
     assert!(!region.peer_alive(Role::Reader));
     drop(child);
@@ -870,9 +769,9 @@ fn roles_are_exclusive_across_processes() {
     }
     drop(reader);
 
-    let mut child = ChildGuard::spawn("role_taker", &region, &[]);
+    let mut child = spawn("role_taker", &region, &[]);
     let pid = child.pid();
-    child.wait_ready(Duration::from_secs(30));
+    wait_ready(&mut child, Duration::from_secs(30));
     match region.reader() {
         Err(Error::RoleTaken {
             role: Role::Reader,
@@ -881,7 +780,7 @@ fn roles_are_exclusive_across_processes() {
         other => panic!("reader taken by the child, then asked here: {other:?}"),
     }
     // Once the child's process is dead (even a zombie), its reader role can be taken over.
-    child.kill_without_reaping();
+    child.kill();
     let until = Instant::now() + Duration::from_secs(10);
     let reader = loop {
         match region.reader() {

@@ -12,6 +12,8 @@
 //!
 //! `SHM_ARENA_SOAK=1` enables a soak test: hundreds of worker lifetimes, thousands of items.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -23,6 +25,8 @@ use serde::{Deserialize, Serialize};
 use shm_arena::codec::Array;
 use shm_arena::worker::{iterate_in_subprocess, Item, Options, Output, Registry, WorkerError};
 use shm_arena::Error;
+
+use common::proc::{proc_ppid, proc_state};
 
 // ---------------------------------------------------------------------------------------------
 // The workers
@@ -211,24 +215,11 @@ fn children() -> Vec<u32> {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
             continue;
         };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some(close) = stat.rfind(')') else {
-            continue;
-        };
-        let ppid = stat[close + 1..].split_ascii_whitespace().nth(1);
-        if ppid.and_then(|p| p.parse::<u32>().ok()) == Some(me) {
+        if proc_ppid(pid) == Some(me) {
             found.push(pid);
         }
     }
     found
-}
-
-/// The state of `pid` in /proc ('Z' for a zombie), or `None` if there is no such process.
-fn proc_state(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
 }
 
 impl Baseline {

@@ -203,7 +203,7 @@ pub struct Sample<'a> {
     #[serde(borrow)]
     pub note: Option<Cow<'a, str>>,
     /// Enums.
-    pub items: Vec<Item>,
+    pub items: Vec<Variant>,
     /// A possibly offloaded array.
     #[serde(borrow)]
     pub samples: Array<'a, f32>,
@@ -211,7 +211,7 @@ pub struct Sample<'a> {
 
 /// One variant of each kind.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub enum Item {
+pub enum Variant {
     /// Unit variant.
     Empty,
     /// Newtype variant.

@@ -105,6 +105,7 @@ mod array;
 mod bytes;
 mod de;
 mod format;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 mod heap;

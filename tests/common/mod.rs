@@ -5,4 +5,5 @@
 pub mod child;
 pub mod config;
 pub mod placement;
+pub mod proc;
 pub mod rng;

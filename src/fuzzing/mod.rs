@@ -1,11 +1,16 @@
-//! Entry points for the fuzz targets in `fuzz/`, compiled in every build so the committed
-//! corpus also replays as ordinary tests on stable (`tests/fuzz_corpus.rs`).
+//! Entry points for the fuzz targets in `fuzz/`, and the placement model the tests share;
+//! compiled with the `fuzzing` feature only (fuzz/ and the crate's own tests turn it on), so
+//! the committed corpus also replays as ordinary tests on stable (`tests/fuzz_corpus.rs`).
 //!
 //! Each function must never panic on any input except where it found a bug.
 
 #![doc(hidden)]
 
+pub mod placement;
+
 use std::collections::VecDeque;
+
+use placement::{predict_unit, UnitOutcome};
 
 pub use crate::layout::validate_header_bytes;
 use crate::layout::HEADER_SIZE;
@@ -50,46 +55,6 @@ fn pattern(unit: u64, blob: usize, len: usize) -> Vec<u8> {
     (0..len)
         .map(|i| (unit as usize * 31 + blob * 7 + i) as u8)
         .collect()
-}
-
-/// What the model predicts for one attempted unit.
-#[derive(Debug, PartialEq, Eq)]
-enum Outcome {
-    Span(u64),
-    TooLarge,
-    Full,
-}
-
-/// The writer's placement rule, restated: record, then each blob 64-aligned, skipping to the
-/// next lap when it would cross the ring's end, then the descriptor table for > 2 blobs; each
-/// step first checks the unit limit, then the space before the tail.
-fn predict(start: u64, lens: &[usize], capacity: u64, tail: u64) -> Outcome {
-    let align = |n: u64| n.div_ceil(64) * 64;
-    let mut sizes: Vec<u64> = lens.iter().map(|&l| align(l as u64)).collect();
-    if lens.len() > 2 {
-        sizes.push(align(lens.len() as u64 * 16));
-    }
-    let (mut cursor, mut used) = (start + 64, 64u64);
-    for size in sizes {
-        used += size;
-        if used > capacity / 2 {
-            return Outcome::TooLarge;
-        }
-        let phys = cursor % capacity;
-        let pos = if size > 0 && phys + size > capacity {
-            cursor + capacity - phys
-        } else {
-            cursor
-        };
-        if pos + size - tail > capacity {
-            return Outcome::Full;
-        }
-        cursor = pos + size;
-    }
-    if cursor - tail > capacity {
-        return Outcome::Full;
-    }
-    Outcome::Span(cursor - start)
 }
 
 /// A unit the model knows: position, span and contents.
@@ -138,7 +103,7 @@ pub fn arena_ops(data: &[u8]) {
                     .chain(queued.front().map(|k| k.position))
                     .min()
                     .unwrap_or(head);
-                let expected = predict(head, &lens, capacity, tail);
+                let expected = predict_unit(head, &lens, capacity, tail);
                 let abort = op & 0x80 != 0;
                 let mut unit = writer.try_begin_unit().unwrap();
                 let mut result = Ok(());
@@ -157,7 +122,7 @@ pub fn arena_ops(data: &[u8]) {
                     result = unit.commit();
                 }
                 match (result, expected) {
-                    (Ok(()), Outcome::Span(span)) if !abort => {
+                    (Ok(()), UnitOutcome::Span(span)) if !abort => {
                         queued.push_back(Known {
                             position: head,
                             span,
@@ -168,8 +133,8 @@ pub fn arena_ops(data: &[u8]) {
                     }
                     (Ok(()), _) if abort => {}
                     // An aborted unit may still have hit the limit or a full ring on a blob.
-                    (Err(Error::UnitTooLarge { .. }), Outcome::TooLarge) => {}
-                    (Err(Error::WouldBlock(_)), Outcome::Full) => {}
+                    (Err(Error::UnitTooLarge { .. }), UnitOutcome::TooLarge) => {}
+                    (Err(Error::WouldBlock(_)), UnitOutcome::Full) => {}
                     (result, expected) => {
                         if !(abort && result.is_ok()) {
                             panic!("unit {lens:?} at {head} (tail {tail}): got {result:?}, model says {expected:?}");
