@@ -103,6 +103,10 @@ pub enum Error {
         /// Its pid.
         pid: u32,
     },
+    /// The region was shut down ([`Region::shutdown`](crate::Region::shutdown)): every wait
+    /// on it ends and no unit can be begun any more (readers still drain what was committed).
+    #[error("the region was shut down")]
+    Shutdown,
     /// Another live handle already plays this role on the region.
     #[error("the {role} role of this region is already taken by pid {pid}")]
     RoleTaken {

@@ -88,6 +88,8 @@ pub(crate) const SLOT_DETACHED: u64 = 2;
 /// Bit of [`Signals::hints`]: the last reader handle to detach saw no other reader attached.
 /// Only a hint for writers to fail early; they confirm it from the reader slots.
 pub(crate) const READERS_GONE: u32 = 2;
+/// Bit of [`Signals::hints`]: the region was shut down (`Region::shutdown`); for good.
+pub(crate) const SHUT_DOWN: u32 = 4;
 
 /// The part of the header written once at creation. Plain data: copied out, then validated.
 #[repr(C)]
@@ -335,7 +337,7 @@ pub(crate) struct Signals {
     pub data_futex: AtomicU32,
     /// Reserved, zero (layout version 2 counted sleeping readers here).
     pub _reserved: AtomicU32,
-    /// [`READERS_GONE`], set and cleared by readers attaching and detaching.
+    /// [`READERS_GONE`], set and cleared by readers attaching and detaching; [`SHUT_DOWN`].
     pub hints: AtomicU32,
 }
 

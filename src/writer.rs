@@ -470,6 +470,14 @@ impl UnitWriter<'_> {
         Ok(unsafe { std::slice::from_raw_parts_mut(ptr, len as usize) })
     }
 
+    /// The unit's ring position: where its record starts, the [`Unit::position`] its reader
+    /// will see (with [`Writer::lane`], it names the unit).
+    ///
+    /// [`Unit::position`]: crate::Unit::position
+    pub fn position(&self) -> u64 {
+        self.start
+    }
+
     /// Number of blobs so far.
     pub fn blob_count(&self) -> usize {
         self.writer.descriptors.len()

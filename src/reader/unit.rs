@@ -147,6 +147,35 @@ impl OwnedUnit {
     fn store(&self) -> &Store {
         &self.store
     }
+
+    /// Blob `index` as a raw pointer and length, validated as [`blob`](Self::blob) is: for
+    /// bindings that hand the bytes to code the borrow checker cannot follow (a Python buffer,
+    /// say), which must keep this unit alive as long as the bytes are used. Until the unit
+    /// ends, its bytes are this reader's: writing through the pointer is sound as long as
+    /// nothing else reads or writes them meanwhile, which is the caller's to ensure (the
+    /// writer never touches a committed unit).
+    ///
+    /// # Errors
+    /// As [`blob`](Self::blob).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use shm_arena::Region;
+    ///
+    /// let region = Region::create(1 << 16)?;
+    /// let (mut writer, reader) = (region.writer()?, region.reader()?);
+    /// writer.write_unit(&[b"abc"])?;
+    /// let unit = reader.next_unit(Duration::from_secs(1))?.into_owned();
+    /// let (ptr, len) = unit.blob_ptr(0)?;
+    /// assert_eq!((ptr as usize % 64, len), (0, 3));
+    /// assert_eq!(ptr as *const u8, unit.blob(0)?.as_ptr());
+    /// # Ok::<(), shm_arena::Error>(())
+    /// ```
+    pub fn blob_ptr(&self, index: usize) -> Result<(*mut u8, usize)> {
+        self.view.blob_range(&self.store, index)
+    }
 }
 
 impl Drop for OwnedUnit {

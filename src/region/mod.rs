@@ -244,6 +244,30 @@ impl Region {
         }
     }
 
+    /// Shuts the region down for good, for every process that has it open: waits for space and
+    /// for units end at once with [`Error::Shutdown`] (readers first drain what was
+    /// committed), and `begin_unit` fails with it. For tearing a pipeline down while a writer
+    /// may be blocked on a ring its consumer still holds units of.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use shm_arena::{Error, Region};
+    ///
+    /// let region = Region::create(1 << 16)?;
+    /// let (mut writer, reader) = (region.writer()?, region.reader()?);
+    /// writer.write_unit(&[b"last"])?;
+    /// region.shutdown();
+    /// assert!(matches!(writer.begin_unit(), Err(Error::Shutdown)));
+    /// assert_eq!(reader.next_unit(Duration::from_secs(1))?.blob(0)?, b"last");
+    /// assert!(matches!(reader.next_unit(Duration::from_secs(1)), Err(Error::Shutdown)));
+    /// # Ok::<(), shm_arena::Error>(())
+    /// ```
+    pub fn shutdown(&self) {
+        crate::ring::participants::shutdown(&self.store);
+    }
+
     /// Whether no handle of `role` is attached by a process that died (true while none is
     /// attached).
     pub fn peer_alive(&self, role: Role) -> bool {

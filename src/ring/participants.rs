@@ -9,7 +9,7 @@
 //! ([`cursors::publish_stamped`]).
 
 use crate::error::Role;
-use crate::layout::{Expected, READERS_GONE};
+use crate::layout::{Expected, READERS_GONE, SHUT_DOWN};
 use crate::ring::presence::{any_pid, attach, detach, presence, still_held, Held, Presence};
 use crate::ring::{cursors, process, reap};
 use crate::storage::{Storage, Store};
@@ -144,6 +144,35 @@ fn detach_reader(store: &Store, slot: u32, held: Held) {
     }
 }
 
+/// Whether the region was shut down.
+///
+/// # Errors
+/// [`Error::Shutdown`] once it was.
+#[inline]
+fn shut_down(store: &Store) -> Result<()> {
+    // Acquire: pairs with the Release `fetch_or` in `shutdown`.
+    if store.shared().signals.0.hints.load(Ordering::Acquire) & SHUT_DOWN != 0 {
+        return Err(Error::Shutdown);
+    }
+    Ok(())
+}
+
+/// Shuts the region down for good: every handle's waits end with [`Error::Shutdown`] (readers
+/// after draining what was committed), and no unit can be begun any more.
+pub(crate) fn shutdown(store: &Store) {
+    // Release: pairs with the Acquire load in `shut_down`.
+    store
+        .shared()
+        .signals
+        .0
+        .hints
+        .fetch_or(SHUT_DOWN, Ordering::Release);
+    notify(store, Signal::Data);
+    for lane in 0..store.geometry().lanes {
+        notify(store, Signal::Space(lane));
+    }
+}
+
 /// For a writer beginning a unit: whether every reader detached, so the unit could never be
 /// read. Cheap while readers are attached (one load of a hint word); confirmed from the reader
 /// slots when the hint says so.
@@ -151,7 +180,7 @@ fn detach_reader(store: &Store, slot: u32, held: Held) {
 pub(crate) fn readers_gone(store: &Store, lane: u32) -> Result<()> {
     let hints = &store.shared().signals.0.hints;
     // Relaxed: only a hint; the slots are read with Acquire below before anything fails.
-    if hints.load(Ordering::Relaxed) & READERS_GONE == 0 {
+    if hints.load(Ordering::Relaxed) & (READERS_GONE | SHUT_DOWN) == 0 {
         return Ok(());
     }
     let checked = check_readers(store, lane, false);
@@ -172,6 +201,7 @@ pub(crate) fn readers_gone(store: &Store, lane: u32) -> Result<()> {
 /// are all gone and at least one died.
 /// With `check_pid` false: no /proc look-ups and no clean-up, only clean detaches count.
 pub(crate) fn check_readers(store: &Store, lane: u32, check_pid: bool) -> Result<()> {
+    shut_down(store)?;
     let mut alive = false;
     let mut dead_pid = None;
     let mut seen = false;
@@ -223,6 +253,7 @@ pub(crate) fn check_readers(store: &Store, lane: u32, check_pid: bool) -> Result
 /// (after this returned an error) before passing the error on.
 #[inline]
 pub(crate) fn check_writers(store: &Store, check_pid: bool) -> Result<()> {
+    shut_down(store)?;
     let mut seen = false;
     let mut dead_pid = None;
     for lane in 0..store.geometry().lanes {

@@ -80,6 +80,19 @@ impl View {
     /// Blob `index` as a slice of the store's memory.
     #[inline]
     pub(crate) fn blob<'s>(&self, store: &'s Store, index: usize) -> Result<&'s [u8]> {
+        let (ptr, len) = self.blob_range(store, index)?;
+        // SAFETY: `blob_range` checked that the range lies inside this unit's span and does not
+        // cross the ring's end (or is empty at the unit's aligned start); the unit stays
+        // reserved for the reader until it is ended, which needs the guard the returned borrow
+        // is tied to. `len` <= capacity < isize::MAX.
+        Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
+    }
+
+    /// Blob `index` as a pointer and length into the store's memory, validated as for
+    /// [`blob`](Self::blob); the pointer may be written through by a caller that owns the
+    /// unit's bytes (the ring's one reader, once it holds the unit).
+    #[inline]
+    pub(crate) fn blob_range(&self, store: &Store, index: usize) -> Result<(*mut u8, usize)> {
         let i = index as u64;
         if i >= self.count {
             return Err(Error::InvalidArgument(format!(
@@ -106,11 +119,9 @@ impl View {
         };
         let cap = store.capacity();
         if len == 0 {
-            // An empty slice at the unit's (64-aligned) start, so even empty blobs are aligned
+            // An empty range at the unit's (64-aligned) start, so even empty blobs are aligned
             // for typed views.
-            let ptr = store.bytes_for_read(self.lane, self.start, 0);
-            // SAFETY: a zero-length slice at a non-null, aligned pointer into the ring.
-            return Ok(unsafe { std::slice::from_raw_parts(ptr, 0) });
+            return Ok((store.bytes_for_write(self.lane, self.start, 0), 0));
         }
         let ok = rel % BLOB_ALIGN == 0
             && rel >= RECORD_SIZE
@@ -126,11 +137,8 @@ impl View {
                 self.start,
             ));
         }
-        let ptr = store.bytes_for_read(self.lane, self.start + rel, len);
+        let ptr = store.bytes_for_write(self.lane, self.start + rel, len);
         debug_assert_eq!(ptr as usize % BLOB_ALIGN as usize, 0);
-        // SAFETY: the range was checked to lie inside this unit's span and not to cross the
-        // ring's end; the unit stays reserved for the reader until it is ended, which needs the
-        // guard the returned borrow is tied to. `len` <= capacity < isize::MAX.
-        Ok(unsafe { std::slice::from_raw_parts(ptr, len as usize) })
+        Ok((ptr, len as usize))
     }
 }
