@@ -470,6 +470,12 @@ impl UnitWriter<'_> {
         Ok(unsafe { std::slice::from_raw_parts_mut(ptr, len as usize) })
     }
 
+    /// Sets the writer's timeout (see [`Writer::set_timeout`]) while this unit is open: the
+    /// deadline of its next waits for space.
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) {
+        self.writer.timeout = timeout;
+    }
+
     /// The unit's ring position: where its record starts, the [`Unit::position`] its reader
     /// will see (with [`Writer::lane`], it names the unit).
     ///

@@ -1,0 +1,154 @@
+//! The reading side from Python: `Reader`, and `Unit`, a committed unit whose blobs are
+//! zero-copy memoryviews of shared memory.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+use shm_arena::OwnedUnit;
+
+use crate::blob::{Blob, Owner};
+use crate::errors::to_py;
+use crate::wait::{blocking, seconds};
+
+fn lock(reader: &Mutex<shm_arena::Reader>) -> PyResult<MutexGuard<'_, shm_arena::Reader>> {
+    reader
+        .lock()
+        .map_err(|_| PyRuntimeError::new_err("the reader failed earlier (poisoned)"))
+}
+
+/// Takes the next unit, waiting at most `timeout` (`None`: for ever) with the GIL released,
+/// signals checked every slice.
+pub(crate) fn next_unit(
+    py: Python<'_>,
+    reader: &Mutex<shm_arena::Reader>,
+    timeout: Option<std::time::Duration>,
+) -> PyResult<shm_arena::Result<OwnedUnit>> {
+    blocking(py, timeout, |slice| {
+        let reader = reader.lock().map_err(|_| {
+            shm_arena::Error::InvalidArgument("the reader failed earlier (poisoned)".into())
+        })?;
+        reader.next_unit(slice).map(shm_arena::Unit::into_owned)
+    })
+}
+
+/// The reader of a region (`region.reader()`).
+///
+/// ```python
+/// unit = reader.next_unit(timeout=5.0)
+/// header = bytes(unit.blob(0))
+/// pixels = numpy.frombuffer(unit.blob(1), dtype=numpy.float32)  # zero-copy
+/// unit.end_unit()   # the space returns once `pixels` is gone too
+/// ```
+#[pyclass(module = "shm_arena", frozen)]
+pub struct Reader {
+    pub(crate) inner: Mutex<shm_arena::Reader>,
+}
+
+#[pymethods]
+impl Reader {
+    /// The next committed unit, waiting at most `timeout` seconds (`None`: as long as a writer
+    /// lives) with the GIL released.
+    ///
+    /// Raises `TimeoutError`, `ClosedError` once every writer detached and everything committed
+    /// was taken, `PeerGoneError` when a writer's process died, `CorruptError`.
+    #[pyo3(signature = (timeout = None))]
+    fn next_unit(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Unit> {
+        let unit = next_unit(py, &self.inner, seconds(timeout)?)?.map_err(to_py)?;
+        Ok(Unit::new(unit))
+    }
+
+    /// The next committed unit if there is one now (never waits), else `None`.
+    fn try_next_unit(&self) -> PyResult<Option<Unit>> {
+        let reader = lock(&self.inner)?;
+        let unit = reader.try_next_unit().map_err(to_py)?;
+        Ok(unit.map(|u| Unit::new(u.into_owned())))
+    }
+
+    /// Bytes in the ring.
+    #[getter]
+    fn capacity(&self) -> PyResult<u64> {
+        Ok(lock(&self.inner)?.capacity())
+    }
+}
+
+/// A committed unit. `blob(i)` views its bytes in shared memory; the unit ends (its space
+/// returns to the writer) once `end_unit()` was called, or the unit was garbage-collected, and
+/// every view of it is gone. Also a context manager that ends the unit on exit.
+#[pyclass(module = "shm_arena", frozen)]
+pub struct Unit {
+    unit: Mutex<Option<Arc<OwnedUnit>>>,
+}
+
+impl Unit {
+    pub(crate) fn new(unit: OwnedUnit) -> Unit {
+        Unit {
+            unit: Mutex::new(Some(Arc::new(unit))),
+        }
+    }
+
+    fn get(&self) -> PyResult<Arc<OwnedUnit>> {
+        self.unit
+            .lock()
+            .map_err(|_| PyRuntimeError::new_err("poisoned"))?
+            .clone()
+            .ok_or_else(|| PyRuntimeError::new_err("the unit was ended"))
+    }
+}
+
+#[pymethods]
+impl Unit {
+    /// Blob `index` as a read-only memoryview of shared memory (no copy); it keeps the unit
+    /// alive while it (or anything built on it, such as a numpy array) lives.
+    fn blob<'py>(&self, py: Python<'py>, index: usize) -> PyResult<Bound<'py, PyAny>> {
+        let unit = self.get()?;
+        let (ptr, len) = unit.blob_ptr(index).map_err(to_py)?;
+        Blob::view(py, Blob::new(Owner::Unit(unit), ptr, len, true))
+    }
+
+    /// Number of blobs.
+    #[getter]
+    fn blob_count(&self) -> PyResult<usize> {
+        Ok(self.get()?.blob_count())
+    }
+
+    fn __len__(&self) -> PyResult<usize> {
+        self.blob_count()
+    }
+
+    /// The unit's ring position (unique in its lane for the region's lifetime).
+    #[getter]
+    fn position(&self) -> PyResult<u64> {
+        Ok(self.get()?.position())
+    }
+
+    /// The lane the unit came from (0 in an SPSC region).
+    #[getter]
+    fn lane(&self) -> PyResult<u32> {
+        Ok(self.get()?.lane())
+    }
+
+    /// Ends the unit: drops this object's hold on it. The space returns to the writer once the
+    /// views of it are gone too (so ending can never free memory a view still points at).
+    fn end_unit(&self) -> PyResult<()> {
+        self.unit
+            .lock()
+            .map_err(|_| PyRuntimeError::new_err("poisoned"))?
+            .take();
+        Ok(())
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    fn __exit__(
+        &self,
+        _exc_type: Option<&Bound<'_, PyAny>>,
+        _exc: Option<&Bound<'_, PyAny>>,
+        _tb: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        self.end_unit()?;
+        Ok(false)
+    }
+}
