@@ -58,13 +58,14 @@ harness=benches/peers/target/release/shm-arena-peers
 echo "== running the harness ${quick:-(full)}"
 "$harness" $quick --out "$out/raw.json" 2> >(tee "$out/harness.log" | grep -v ' rep ' >&2)
 
-# Python side: the plot (matplotlib) and SPDL's iterate_in_subprocess (case 6 peer).
+# Python side: the plot (matplotlib), SPDL's iterate_in_subprocess (case 6 peer), and the
+# Python package against SPDL (cases 8 and 9, spdl_bench.py's extra modes).
 venv="$out/venv"
 py=""
 spdl_note=""
 if [ -x "$venv/bin/python" ] || python3 -m venv "$venv" >"$out/venv.log" 2>&1; then
-    if "$venv/bin/python" -c "import spdl.pipeline, numpy, matplotlib" 2>/dev/null ||
-        "$venv/bin/pip" install --quiet "spdl_core==0.8.0" numpy matplotlib >>"$out/venv.log" 2>&1; then
+    if "$venv/bin/python" -c "import spdl.pipeline, numpy, matplotlib, maturin" 2>/dev/null ||
+        "$venv/bin/pip" install --quiet "spdl_core==0.8.0" numpy matplotlib maturin >>"$out/venv.log" 2>&1; then
         py="$venv/bin/python"
     else
         spdl_note="could not install spdl_core 0.8.0 / numpy / matplotlib from PyPI (see $out/venv.log)"
@@ -75,6 +76,13 @@ if [ -x "$venv/bin/python" ] || python3 -m venv "$venv" >"$out/venv.log" 2>&1; t
     fi
 else
     spdl_note="python3 -m venv failed (see $out/venv.log)"
+fi
+
+# Cases 8 and 9 (the Python package): shm_arena built into the same virtualenv.
+if [ -n "$py" ] && [ -z "$spdl_note" ]; then
+    if ! "$venv/bin/pip" install --quiet --force-reinstall --no-deps ./python >>"$out/venv.log" 2>&1; then
+        echo "warning: the Python package did not build (see $out/venv.log): cases 8 and 9 left out" >&2
+    fi
 fi
 
 spdl_args=()

@@ -36,7 +36,14 @@ TARGETS = [
     ("6 ", "throughput (2 MiB)", "SPDL best", 3.0),
     ("6 ", "throughput (32 MiB)", "SPDL best", 1.5),
     ("7 ", "latency median", "pipe", 1.0),
+    ("8 ", "throughput (2 MiB)", "SPDL best", 1.0),
+    ("8 ", "throughput (32 MiB)", "SPDL best", 1.0),
+    ("9 ", "throughput (2 MiB)", "SPDL best", 3.0),
+    ("9 ", "throughput (32 MiB)", "limit", 0.8),
 ]
+
+# Modes of spdl_bench.py that are SPDL's own transports (the peers), and ours.
+SPDL_MODES = ("pool", "ring", "none")
 
 
 def target_for(case: str, metric: str, peer: str):
@@ -111,7 +118,8 @@ def spdl_rows(ours6: list[dict], spdl: dict) -> list[dict]:
     and against SPDL's best (the target's reference)."""
     rows = []
     for m in ours6:
-        theirs = [r for r in spdl["results"] if r["size"] == m["size"]]
+        theirs = [r for r in spdl["results"]
+                  if r["size"] == m["size"] and r["mode"] in SPDL_MODES]
         if not theirs:
             continue
         best = max(theirs, key=lambda r: r["items_per_s"])
@@ -121,6 +129,38 @@ def spdl_rows(ours6: list[dict], spdl: dict) -> list[dict]:
                                  f"SPDL {spdl.get('spdl_version', '')} {r['mode']}"))
         rows.append(make_row(m["case"], m["metric"], "items/s", True, m["value"], "SPDL best",
                              best["items_per_s"], f"SPDL best ({best['mode']})"))
+    return rows
+
+
+def python_rows(spdl: dict) -> list[dict]:
+    """Cases 8 and 9, from spdl_bench.py's extra modes: SPDL's iterate_in_subprocess with
+    shm_arena.Arena against SPDL's own transports, and shm_arena's own Python API (a child
+    writing, this process reading) against SPDL's best and one core copying the bytes."""
+    rows = []
+    version = spdl.get("spdl_version", "")
+    for size in sorted({r["size"] for r in spdl["results"]}):
+        at = {r["mode"]: r for r in spdl["results"] if r["size"] == size}
+        theirs = [at[m] for m in SPDL_MODES if m in at]
+        if not theirs:
+            continue
+        best = max(theirs, key=lambda r: r["items_per_s"])
+        metric = f"throughput ({size >> 20} MiB)"
+        if "shm_arena" in at:
+            case = "8 Python: SPDL iterate_in_subprocess with shm_arena.Arena, numpy items"
+            ours = at["shm_arena"]["items_per_s"]
+            for r in theirs:
+                rows.append(make_row(case, metric, "items/s", True, ours, f"SPDL {r['mode']}",
+                                     r["items_per_s"], f"SPDL {version} {r['mode']}"))
+            rows.append(make_row(case, metric, "items/s", True, ours, "SPDL best",
+                                 best["items_per_s"], f"SPDL best ({best['mode']})"))
+        if "native" in at:
+            case = "9 Python: shm_arena's own API, child writes in place, parent reads"
+            ours = at["native"]["items_per_s"]
+            rows.append(make_row(case, metric, "items/s", True, ours, "SPDL best",
+                                 best["items_per_s"], f"SPDL best ({best['mode']})"))
+            if "memcpy" in at:
+                rows.append(make_row(case, metric, "items/s", True, ours, "limit",
+                                     at["memcpy"]["items_per_s"], "limit (one core copying)"))
     return rows
 
 
@@ -278,6 +318,7 @@ def main() -> int:
     rows = [r for r in rows if not r["case"].startswith("6 ")]
     if spdl is not None:
         rows += spdl_rows(ours6, spdl)
+        rows += python_rows(spdl)
     os.makedirs(a.outdir, exist_ok=True)
     with open(os.path.join(a.outdir, "report.json"), "w") as f:
         json.dump([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows], f,

@@ -1,7 +1,10 @@
 """Case 6, SPDL side: items/s through SPDL's ``iterate_in_subprocess``.
 
 Three transports, as the issue asks: SPDL's segment pool arena, its ring arena, and no arena
-(items pickled through a ``multiprocessing`` queue). Each item is a NumPy ``uint8`` array of
+(items pickled through a ``multiprocessing`` queue); when the ``shm_arena`` package is
+installed, also SPDL with ``shm_arena.Arena`` (mode ``shm_arena``), shm_arena's own API with a
+forked child writing items in place and this process reading them (mode ``native``), and one
+core copying the same bytes (mode ``memcpy``, the limit). Each item is a NumPy ``uint8`` array of
 the given size; the worker fills it (one copy from a prepared source, then a counter stamped
 into the first 8 bytes, as the Rust harness does), the parent reads every byte (a sum of
 little-endian u64 words). Items/s are counted from the first item's arrival to the last one's,
@@ -17,6 +20,7 @@ JSON to ``--out``::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -76,6 +80,12 @@ def run_once(mode: str, size: int, count: int) -> float:
         arena = SharedMemorySegmentPool(segment_size=size, count=BUFFER_SIZE + 2)
     elif mode == "ring":
         arena = SharedMemoryRingBuffer(capacity=(BUFFER_SIZE + 2) * size)
+    elif mode == "shm_arena":
+        import shm_arena
+
+        # The same room as SPDL's arenas (BUFFER_SIZE + 2 items), rounded up to a power of
+        # two, and at least two items' worth (an item may use at most half the ring).
+        arena = shm_arena.Arena(max((BUFFER_SIZE + 2) * size, 2 * size + 2 * MIB))
     else:
         arena = None
     iterable = iterate_in_subprocess(
@@ -101,6 +111,57 @@ def run_once(mode: str, size: int, count: int) -> float:
     return (count - 1) / elapsed
 
 
+def _native_producer(region, size: int, count: int) -> None:
+    """The worker of the native mode (a forked child): fills each item in place in shared
+    memory, one copy from the prepared source, counter stamped, as the other producers do."""
+    src = (np.arange(size, dtype=np.uint64) * 31 + 7).astype(np.uint8)
+    writer = region.writer(timeout=60.0)
+    for i in range(count):
+        with writer.begin_unit() as unit:
+            dst = np.frombuffer(unit.blob_mut(size), dtype=np.uint8)
+            np.copyto(dst, src)
+            dst[:8] = np.frombuffer(np.uint64(i).tobytes(), dtype=np.uint8)
+    writer.close()
+
+
+def run_native(size: int, count: int) -> float:
+    """shm_arena's own API: a forked child writes items in place, this process reads each one
+    where it lies (zero-copy numpy view, every byte summed) and ends it."""
+    import multiprocessing as mp
+
+    import shm_arena
+
+    capacity = 1 << max(22, (4 * size - 1).bit_length())  # room for 4 items, like the others
+    region = shm_arena.Region(capacity)
+    reader = region.reader()
+    child = mp.get_context("fork").Process(target=_native_producer, args=(region, size, count))
+    child.start()
+    start = None
+    total = 0
+    for n in range(count):
+        unit = reader.next_unit(60.0)
+        total ^= checksum(unit.blob(0))
+        unit.end_unit()
+        if start is None:
+            start = time.perf_counter()
+    elapsed = time.perf_counter() - start
+    child.join(60)
+    if child.exitcode != 0:
+        raise RuntimeError(f"native producer exited with {child.exitcode}")
+    return (count - 1) / elapsed
+
+
+def run_memcpy(size: int, count: int) -> float:
+    """The limit: one core copying the same bytes (numpy.copyto into a preallocated array)."""
+    src = (np.arange(size, dtype=np.uint64) * 31 + 7).astype(np.uint8)
+    dst = np.empty_like(src)
+    np.copyto(dst, src)
+    start = time.perf_counter()
+    for _ in range(count):
+        np.copyto(dst, src)
+    return count / (time.perf_counter() - start)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
@@ -112,14 +173,23 @@ def main() -> int:
         (32 * MIB, 12 if args.quick else 60),
     ]
     results = []
+    try:
+        import shm_arena  # noqa: F401
+
+        ours = ["shm_arena", "native", "memcpy"]
+    except ImportError:
+        ours = []
+        print("  shm_arena is not installed: its rows are left out", file=sys.stderr)
+    runners = {"native": run_native, "memcpy": run_memcpy}
     for size, count in plan:
-        modes = ["pool", "ring", "none"]
+        modes = ["pool", "ring", "none"] + ours
         samples: dict[str, list[float]] = {m: [] for m in modes}
         for rep in range(reps):
             # Interleaved, like the Rust harness: a load change hits every mode alike.
             for mode in modes:
                 print(f"  [spdl {size // MIB} MiB] rep {rep + 1}/{reps}: {mode}", file=sys.stderr)
-                samples[mode].append(run_once(mode, size, count))
+                run = runners.get(mode, functools.partial(run_once, mode))
+                samples[mode].append(run(size, count))
         for mode in modes:
             results.append(
                 {
