@@ -44,6 +44,12 @@ pub(crate) const LANE_STREAK: u32 = 16;
 /// bound on how late a dead peer is noticed.
 pub(crate) const PEER_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
+/// A wait that reaches its deadline after at least this long checks the peers once before it
+/// reports a timeout, however short it was against [`PEER_CHECK_INTERVAL`]: callers that wait
+/// in slices (to look for signals) still learn that a peer died. Shorter waits do not: a caller
+/// polling with tiny timeouts would read /proc on every call.
+pub(crate) const MIN_WAIT_FOR_PEER_CHECK: Duration = Duration::from_millis(10);
+
 /// Polls with only PAUSEs in between before a spinning waiter starts yielding its CPU: a
 /// ping-pong's answer comes within them; later, a peer sharing our CPU needs it to progress.
 pub(crate) const PAUSE_POLLS: u32 = 64;

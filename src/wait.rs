@@ -9,7 +9,10 @@ use crate::futex::{arm, disarm};
 use crate::spin::{Gap, SpinBudget};
 use crate::storage::{Storage, Store};
 use crate::sync::{fence, AtomicU32, Ordering};
-use crate::tuning::{MAX_SPINS_PER_CLOCK, PAUSE_POLLS, PEER_CHECK_INTERVAL, WRITER_BACKOFF_LOG};
+use crate::tuning::{
+    MAX_SPINS_PER_CLOCK, MIN_WAIT_FOR_PEER_CHECK, PAUSE_POLLS, PEER_CHECK_INTERVAL,
+    WRITER_BACKOFF_LOG,
+};
 use crate::Result;
 
 /// How many PAUSEs a spinning waiter leaves between its `polls`-th poll and the next: a reader
@@ -130,6 +133,18 @@ pub(crate) fn wait_for<T>(
         spins = 0;
         let now = Instant::now();
         if deadline.is_some_and(|d| now >= d) {
+            // A wait shorter than the check interval (a binding waiting in slices to look for
+            // signals, say) would otherwise never look at the peers: look once before giving
+            // up, so that a dead peer is reported, not a timeout. Not for waits of a few
+            // milliseconds (a caller polling with tiny timeouts would read /proc every time).
+            if !cfg!(shm_arena_loom) && now - started >= MIN_WAIT_FOR_PEER_CHECK {
+                if let Err(gone) = check_peers() {
+                    return match poll()? {
+                        Some(v) => Ok(v),
+                        None => Err(gone),
+                    };
+                }
+            }
             return Err(crate::Error::Timeout {
                 what,
                 waited: now - started,

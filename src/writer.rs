@@ -9,7 +9,7 @@ use crate::codec::{self, BlobSink, EncodeOptions};
 use crate::layout::{align_up, BLOB_ALIGN, COMMITTED, DESCRIPTOR_SIZE, INLINE_BLOBS, RECORD_SIZE};
 use crate::ring::cursors::load_cursors;
 use crate::ring::participants::{attach_writer, check_readers, detach_writer, readers_gone};
-use crate::ring::presence::Held;
+use crate::ring::presence::{still_held, Held};
 use crate::spin::SpinBudget;
 use crate::storage::{Storage, Store};
 use crate::sync::{Arc, Ordering};
@@ -295,7 +295,10 @@ impl Writer {
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        self.publish();
+        // Not in a copy made by `fork`, nor after a takeover: the lane is someone else's then.
+        if still_held(&self.store.lane(self.lane).writer.0, self.held) {
+            self.publish();
+        }
         detach_writer(&self.store, self.lane, self.held);
     }
 }

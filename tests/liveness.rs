@@ -39,6 +39,7 @@ fn child_main() {
         "never_attaches" => park(),
         "holding_reader" => child_holding_reader(),
         "stream_writer" => child_stream_writer(),
+        "one_unit_writer" => child_one_unit_writer(),
         other => panic!("unknown child role {other:?}"),
     }
 }
@@ -178,6 +179,43 @@ fn a_live_child_that_has_not_attached_is_waited_for() {
         region.wait_for_peer(Role::Writer, Duration::from_millis(50)),
         Err(Error::Timeout { .. })
     ));
+}
+
+/// Attaches as the writer, commits one unit, says so, and waits to be killed.
+fn child_one_unit_writer() {
+    let region = Region::from_env().unwrap();
+    let mut writer = region.writer().unwrap();
+    writer.write_unit(&[b"only"]).unwrap();
+    say("wrote 1");
+    park();
+}
+
+/// A caller that waits in slices shorter than the peer-check interval (a binding looking for
+/// signals between them) still learns that the writer died: each slice that times out looks at
+/// the peers once.
+#[test]
+fn waits_in_short_slices_still_see_a_dead_writer() {
+    let region = Region::create(1 << 16).unwrap();
+    let reader = region.reader().unwrap();
+    let mut child = spawn("one_unit_writer", &region, &[]);
+    assert_eq!(wait_line(&mut child, "wrote "), "1");
+    assert_eq!(reader.next_unit(LONG).unwrap().blob(0).unwrap(), b"only");
+    child.kill();
+    let killed_at = Instant::now();
+    loop {
+        match reader.next_unit(Duration::from_millis(50)) {
+            Err(Error::Timeout { .. }) if killed_at.elapsed() < LONG => {}
+            Err(Error::PeerGone {
+                role: Role::Writer, ..
+            }) => break,
+            other => panic!("waiting in 50 ms slices for a killed writer: {other:?}"),
+        }
+    }
+    assert!(
+        killed_at.elapsed() < LONG / 4,
+        "noticed after {:?}",
+        killed_at.elapsed()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

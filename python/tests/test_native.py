@@ -193,3 +193,46 @@ def test_a_named_region_between_two_processes():
     assert child.exitcode == 0
     del unit, writer, region  # the unit writer object holds its writer
     assert not os.path.exists("/dev/shm" + name), "the creator's last handle removed the name"
+
+
+def _write_one_then_die(region):
+    writer = region.writer()
+    writer.write_unit([b"last words"])
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_dead_writer_is_reported_to_a_reader_waiting_without_deadline():
+    import multiprocessing as mp
+
+    region = shm_arena.Region(1 << 16)
+    reader = region.reader()
+    child = mp.get_context("fork").Process(target=_write_one_then_die, args=(region,))
+    child.start()
+    assert bytes(reader.next_unit(10.0).blob(0)) == b"last words"
+    started = time.monotonic()
+    with pytest.raises(shm_arena.PeerGoneError):
+        reader.next_unit(None)  # waits in slices; each one looks at the writer
+    assert time.monotonic() - started < 5
+    child.join(10)
+
+
+def test_handles_copied_by_fork_leave_the_parents_roles_alone():
+    """A forked child's copies of the parent's reader, writer and named region are dropped in
+    the child without detaching the parent's roles or removing the parent's name."""
+    region = shm_arena.Region(1 << 16, backing="named")
+    name = region.name
+    writer, reader = region.writer(), region.reader()
+    pid = os.fork()
+    if pid == 0:  # the child: drop every copy, running their Rust destructors here
+        import gc
+
+        del writer, reader, region
+        gc.collect()
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert os.path.exists("/dev/shm" + name), "the child did not remove the parent's name"
+    writer.write_unit([b"still mine"])  # the writer role was not detached by the child
+    assert bytes(reader.next_unit(1.0).blob(0)) == b"still mine"
+    with pytest.raises(shm_arena.RoleTakenError):
+        region.reader()  # nor the reader role

@@ -52,6 +52,10 @@ pub(crate) fn attach_writer(store: &Store) -> Result<(u32, Held)> {
 
 /// A writer handle was dropped: readers may now see the region closed.
 pub(crate) fn detach_writer(store: &Store, lane: u32, held: Held) {
+    if !still_held(&store.lane(lane).writer.0, held) {
+        // Taken over, or a copy made by `fork`: the slot is someone else's.
+        return;
+    }
     detach(&store.lane(lane).writer.0, held);
     notify(store, Signal::Data);
 }
@@ -120,7 +124,8 @@ impl Drop for SlotLease {
 fn detach_reader(store: &Store, slot: u32, held: Held) {
     let reader = store.reader_slot(slot);
     if !still_held(&reader.reader, held) {
-        // Taken over by a process that believed us dead: the slot and its units are theirs.
+        // Taken over by a process that believed us dead, or a copy made by `fork`: the slot
+        // and its units are someone else's.
         return;
     }
     // Release: a survivor that reads the cleared intent sees our tags.

@@ -107,15 +107,27 @@ pub(crate) fn attach(slot: &Participant) -> Option<(Held, bool)> {
     Some((Held(next), takeover))
 }
 
-/// Whether the slot is still held as `held` says (not taken over since).
+/// Whether the slot is still held as `held` says (not taken over since), by this process: a
+/// handle that crossed a `fork` is a copy, and the slot stays its original holder's.
 pub(crate) fn still_held(slot: &Participant, held: Held) -> bool {
     // Relaxed: a check of our own word; `detach` decides with a CAS.
-    slot.state.load(Ordering::Relaxed) == held.0
+    slot.state.load(Ordering::Relaxed) == held.0 && held.is_this_process()
+}
+
+impl Held {
+    /// Whether this process attached the slot (not a process forked from it since).
+    fn is_this_process(self) -> bool {
+        self.0 >> PID_SHIFT == u64::from(process::me_pid())
+    }
 }
 
 /// Marks a slot detached (a clean drop), unless another process took it over meanwhile (it
 /// believed us dead): then the slot is theirs and stays as it is.
 pub(crate) fn detach(slot: &Participant, held: Held) {
+    if !held.is_this_process() {
+        // A copy made by `fork`: the slot is the parent's.
+        return;
+    }
     // Release: pairs with the Acquire load in `presence`: everything we committed or released
     // happens before another participant sees us gone. Relaxed on failure: nothing to do.
     let _ = slot.state.compare_exchange(

@@ -10,6 +10,11 @@ pub(crate) fn me() -> (u32, u64) {
     return (pid, stat(pid).map_or(0, |s| s.start_time));
 }
 
+/// This process's pid (no /proc look-up).
+pub(crate) fn me_pid() -> u32 {
+    std::process::id()
+}
+
 /// Whether the process `pid` that started at `start` (0: unknown) is alive.
 #[cfg(not(any(miri, shm_arena_loom)))]
 pub(crate) fn alive(pid: u32, start: u64) -> bool {

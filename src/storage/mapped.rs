@@ -29,8 +29,9 @@ pub(crate) struct Mapped {
     /// `geometry.data_offset()`, computed once: every ring access adds it.
     data_offset: usize,
     keep: Keep,
-    /// A POSIX shared-memory name to unlink when the last handle goes (the creator's only).
-    unlink: Option<String>,
+    /// A POSIX shared-memory name to unlink when the last handle goes (the creator's only), and
+    /// the creating process: a copy of this handle in a forked child must not remove the name.
+    unlink: Option<(String, u32)>,
 }
 
 // SAFETY: the memory is only accessed through atomics (header, records) and through raw
@@ -57,7 +58,7 @@ impl Mapped {
             geometry,
             data_offset: geometry.data_offset(),
             keep: Keep::Map(map),
-            unlink,
+            unlink: unlink.map(|name| (name, std::process::id())),
         }
     }
 
@@ -128,9 +129,11 @@ impl Drop for Mapped {
             // (this runs when the last Arc<Mapped> goes).
             unsafe { std::alloc::dealloc(self.base.as_ptr(), layout) };
         }
-        if let Some(name) = self.unlink.take() {
+        if let Some((name, creator)) = self.unlink.take() {
             // Best effort: the name may already be gone (Region::unlink).
-            let _ = rustix::shm::unlink(name.as_str());
+            if creator == std::process::id() {
+                let _ = rustix::shm::unlink(name.as_str());
+            }
         }
     }
 }
