@@ -19,7 +19,7 @@
 use std::sync::Arc;
 
 use loom::cell::UnsafeCell;
-use loom::sync::atomic::{fence, AtomicU64, Ordering};
+use loom::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use loom::sync::{Condvar, Mutex};
 use loom::thread;
 use loom_tests::model;
@@ -60,6 +60,8 @@ struct Lane {
     tail: AtomicU64,
     /// Per backpressure subscriber: every unit before it was ended.
     ended: Vec<AtomicU64>,
+    /// Per backpressure subscriber: attached (the participant slot's state).
+    attached: Vec<AtomicBool>,
     /// Per leaky subscriber: the oldest unit it holds a view of, or [`NONE`].
     hold: Vec<AtomicU64>,
     /// Subscribers wait on it for data.
@@ -69,12 +71,15 @@ struct Lane {
 }
 
 impl Lane {
-    fn new(bp: usize, leaky: usize) -> Lane {
+    /// `bp` backpressure subscribers (attached from the start unless `late`) and `leaky`
+    /// leaky ones.
+    fn new(bp: usize, leaky: usize, late: bool) -> Lane {
         Lane {
             slots: [UnsafeCell::new(u64::MAX), UnsafeCell::new(u64::MAX)],
             head: AtomicU64::new(0),
             tail: AtomicU64::new(0),
             ended: (0..bp).map(|_| AtomicU64::new(0)).collect(),
+            attached: (0..bp).map(|_| AtomicBool::new(!late)).collect(),
             hold: (0..leaky).map(|_| AtomicU64::new(NONE)).collect(),
             data: Bell::default(),
             space: Bell::default(),
@@ -88,28 +93,20 @@ impl Lane {
             // reclaimable.
             let want = (u + 1).saturating_sub(CAP);
             self.space.wait_until(|| {
-                // Acquire: pairs with the Release `ended` stores of backpressure subscribers:
-                // their reads of the units they ended happen before we overwrite them.
-                let slowest = self
-                    .ended
-                    .iter()
-                    .map(|e| e.load(Ordering::Acquire))
-                    .min()
-                    .unwrap_or(u64::MAX);
-                let reclaim = want.min(slowest);
-                if reclaim < want {
+                if self.slowest() < want {
                     return false;
                 }
                 // Release: pairs with the Acquire tail load of leaky subscribers.
-                self.tail.store(reclaim, Ordering::Release);
+                self.tail.store(want, Ordering::Release);
                 // F_w. SeqCst fence: pairs with F_s in `read_leaky` (tail stored, then holds
-                // loaded; hold stored, then tail loaded: one side sees the other).
+                // loaded; hold stored, then tail loaded: one side sees the other) and with
+                // the fence of `join_backpressure` (our head stores before it, the slots
+                // loaded after it; its slot stored, then the head loaded).
                 fence(Ordering::SeqCst);
                 // Acquire: pairs with the Release hold stores of `read_leaky` that raise it.
                 // A held view pins the ring: wait for it to be ended.
-                self.hold
-                    .iter()
-                    .all(|h| h.load(Ordering::Acquire) >= reclaim)
+                self.slowest() >= want
+                    && self.hold.iter().all(|h| h.load(Ordering::Acquire) >= want)
             });
             // SAFETY (model): the reclaim limit above says no subscriber reads this slot.
             self.slots[(u % CAP) as usize].with_mut(|p| unsafe { *p = u });
@@ -117,6 +114,50 @@ impl Lane {
             self.head.store(u + 1, Ordering::Release);
             self.data.ring();
         }
+    }
+
+    /// The ended prefix of the slowest attached backpressure subscriber (`u64::MAX`: none).
+    fn slowest(&self) -> u64 {
+        self.ended
+            .iter()
+            .zip(&self.attached)
+            // Acquire: pairs with the Release store in `join_backpressure`.
+            .filter(|(_, a)| a.load(Ordering::Acquire))
+            // Acquire: pairs with the Release `ended` stores of backpressure subscribers:
+            // their reads of the units they ended happen before we overwrite them.
+            .map(|(e, _)| e.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
+    /// A backpressure subscriber attaching while the writer runs: it starts at the head it
+    /// loads after its fence, and reads every unit from there to `units - 1`; returns where
+    /// it started.
+    fn join_backpressure(&self, me: usize, units: u64) -> u64 {
+        // Acquire: pairs with the writer's Release head store.
+        let guess = self.head.load(Ordering::Acquire);
+        self.ended[me].store(guess, Ordering::Relaxed);
+        // Release: pairs with the writer's Acquire load in `slowest` (it then sees `guess`).
+        self.attached[me].store(true, Ordering::Release);
+        // SeqCst fence: pairs with F_w in `write`.
+        fence(Ordering::SeqCst);
+        // Acquire: pairs with the writer's Release head store.
+        let start = self.head.load(Ordering::Acquire);
+        // Release: pairs with the writer's Acquire load in `slowest`.
+        self.ended[me].store(start, Ordering::Release);
+        self.space.ring();
+        for u in start..units {
+            // Acquire: pairs with the writer's Release head store.
+            self.data
+                .wait_until(|| self.head.load(Ordering::Acquire) > u);
+            // SAFETY (model): u is committed and not ended, so not reclaimable.
+            let v = self.slots[(u % CAP) as usize].with(|p| unsafe { *p });
+            assert_eq!(v, u, "late subscriber {me} read a wrong unit");
+            // Release: as in `read_backpressure`.
+            self.ended[me].store(u + 1, Ordering::Release);
+            self.space.ring();
+        }
+        start
     }
 
     /// A backpressure subscriber reading every unit, in order; `batch` units are held at
@@ -191,7 +232,7 @@ impl Lane {
 fn broadcast_two_backpressure() {
     model("broadcast_two_backpressure", || {
         const UNITS: u64 = 3;
-        let lane = Arc::new(Lane::new(2, 0));
+        let lane = Arc::new(Lane::new(2, 0, false));
         let a = Arc::clone(&lane);
         let ta = thread::spawn(move || a.read_backpressure(0, UNITS, 1));
         let b = Arc::clone(&lane);
@@ -210,7 +251,7 @@ fn broadcast_two_backpressure() {
 fn broadcast_backpressure_and_leaky_lap() {
     model("broadcast_backpressure_and_leaky_lap", || {
         const UNITS: u64 = 4;
-        let lane = Arc::new(Lane::new(1, 1));
+        let lane = Arc::new(Lane::new(1, 1, false));
         let a = Arc::clone(&lane);
         let ta = thread::spawn(move || a.read_backpressure(0, UNITS, 1));
         let b = Arc::clone(&lane);
@@ -224,5 +265,20 @@ fn broadcast_backpressure_and_leaky_lap() {
             UNITS,
             "lag count: {got:?} {missed}"
         );
+    });
+}
+
+/// A backpressure subscriber attaching while the writer publishes three units through a
+/// two-slot ring with nobody else attached (so the writer does not wait for anybody before
+/// it): it reads every unit from where it started, none of them being overwritten.
+#[test]
+fn broadcast_late_join() {
+    model("broadcast_late_join", || {
+        const UNITS: u64 = 3;
+        let lane = Arc::new(Lane::new(1, 0, true));
+        let a = Arc::clone(&lane);
+        let ta = thread::spawn(move || a.join_backpressure(0, UNITS));
+        lane.write(UNITS);
+        assert!(ta.join().unwrap() <= UNITS);
     });
 }
