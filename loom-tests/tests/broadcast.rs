@@ -183,16 +183,33 @@ impl Lane {
         }
     }
 
-    /// A leaky subscriber that reads until it passed
-    /// unit `units - 1`, as fast or as slowly as loom schedules it; returns (units delivered
-    /// in order, units reported missed).
-    fn read_leaky(&self, me: usize, units: u64) -> (Vec<u64>, u64) {
+    /// A leaky subscriber that reads until it passed unit `units - 1`, as fast or as slowly
+    /// as loom schedules it, holding up to `batch` units at once (its `hold` stays at the
+    /// oldest); returns (units delivered in order, units reported missed).
+    fn read_leaky(&self, me: usize, units: u64, batch: usize) -> (Vec<u64>, u64) {
         let (mut c, mut missed, mut got) = (0, 0, Vec::new());
+        // The units this subscriber holds, in process-private memory.
+        let mut held = Vec::new();
+        let end_all = |held: &mut Vec<u64>| {
+            if held.is_empty() {
+                return;
+            }
+            // Out of order: only the end of the oldest moves `hold`, to the oldest unit still
+            // held, which is none once all are ended.
+            held.clear();
+            // Release: pairs with the writer's Acquire hold load: our reads happen before
+            // the slots are reused.
+            self.hold[me].store(NONE, Ordering::Release);
+            self.space.ring();
+        };
         while c < units {
-            // Relaxed: F_s orders it before the tail load.
-            self.hold[me].store(c, Ordering::Relaxed);
-            // F_s. SeqCst fence: pairs with F_w in `write`.
-            fence(Ordering::SeqCst);
+            if held.is_empty() {
+                // Relaxed: F_s orders it before the tail load.
+                self.hold[me].store(c, Ordering::Relaxed);
+                // F_s. SeqCst fence: pairs with F_w in `write`.
+                fence(Ordering::SeqCst);
+            }
+            // Else `hold` (the oldest unit held, <= c) was published before an earlier F_s.
             // Acquire: pairs with the writer's Release tail store.
             let tail = self.tail.load(Ordering::Acquire);
             if tail > c {
@@ -202,25 +219,28 @@ impl Lane {
             }
             // Acquire: pairs with the writer's Release head store.
             if self.head.load(Ordering::Acquire) <= c {
-                // Release: nothing held while waiting (so the writer may lap us).
+                // Nothing held while waiting (so the writer may lap us): end what we hold, and
+                // drop the `hold = c` published above.
+                held.clear();
+                // Release: as in `end_all`.
                 self.hold[me].store(NONE, Ordering::Release);
                 self.space.ring();
-                // Acquire: as above. Wakes for a commit, or for `units` (never: the writer
-                // stops) only after the tail passed us, which the next round sees.
+                // Acquire: as above.
                 self.data
                     .wait_until(|| self.head.load(Ordering::Acquire) > c);
                 continue;
             }
-            // SAFETY (model): hold = c before F_s and tail <= c after it: not reclaimable.
+            // SAFETY (model): hold <= c before F_s and tail <= c after it: not reclaimable.
             let v = self.slots[(c % CAP) as usize].with(|p| unsafe { *p });
             assert_eq!(v, c, "leaky subscriber {me} read a unit being overwritten");
             got.push(v);
+            held.push(c);
             c += 1;
-            // Release: pairs with the writer's Acquire hold load: our read happens before
-            // the slot is reused.
-            self.hold[me].store(NONE, Ordering::Release);
-            self.space.ring();
+            if held.len() == batch {
+                end_all(&mut held);
+            }
         }
+        end_all(&mut held);
         (got, missed)
     }
 }
@@ -255,7 +275,7 @@ fn broadcast_backpressure_and_leaky_lap() {
         let a = Arc::clone(&lane);
         let ta = thread::spawn(move || a.read_backpressure(0, UNITS, 1));
         let b = Arc::clone(&lane);
-        let tb = thread::spawn(move || b.read_leaky(0, UNITS));
+        let tb = thread::spawn(move || b.read_leaky(0, UNITS, 1));
         lane.write(UNITS);
         ta.join().unwrap();
         let (got, missed) = tb.join().unwrap();
@@ -280,5 +300,26 @@ fn broadcast_late_join() {
         let ta = thread::spawn(move || a.join_backpressure(0, UNITS));
         lane.write(UNITS);
         assert!(ta.join().unwrap() <= UNITS);
+    });
+}
+
+/// One writer and one leaky subscriber that holds two units at once (a whole two-slot ring),
+/// four units: the views it holds pin the ring (the writer waits for them, not for its
+/// reading pace), and it skips exactly what the writer reclaimed while it held nothing.
+#[test]
+fn broadcast_leaky_holds_two() {
+    model("broadcast_leaky_holds_two", || {
+        const UNITS: u64 = 4;
+        let lane = Arc::new(Lane::new(0, 1, false));
+        let b = Arc::clone(&lane);
+        let tb = thread::spawn(move || b.read_leaky(0, UNITS, 2));
+        lane.write(UNITS);
+        let (got, missed) = tb.join().unwrap();
+        assert!(got.windows(2).all(|w| w[0] < w[1]), "reordered: {got:?}");
+        assert_eq!(
+            got.len() as u64 + missed,
+            UNITS,
+            "lag count: {got:?} {missed}"
+        );
     });
 }
