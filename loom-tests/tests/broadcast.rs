@@ -70,6 +70,10 @@ struct Lane {
     space: Bell,
 }
 
+// SAFETY: the slots are touched only as the protocol under test allows; loom reports any
+// access it does not order as a causality violation, which is what these models check.
+unsafe impl Sync for Lane {}
+
 impl Lane {
     /// `bp` backpressure subscribers (attached from the start unless `late`) and `leaky`
     /// leaky ones.
