@@ -61,14 +61,20 @@ fn spin_until(mut ready: impl FnMut() -> bool, what: &str) {
     }
 }
 
-/// shm-arena: the writer fills a blob in place, the reader sums it where it lies.
-pub fn arena(size: usize, units: u64) -> Duration {
+/// The ring both shm-arena contenders use for units of `size` bytes, with its two handles.
+fn arena_ring(size: usize) -> (Region, shm_arena::Writer, shm_arena::Reader) {
     let need = 2 * shm_arena::unit_size(&[size]) as usize;
     let capacity = ring_bytes(size).max(need).next_power_of_two() as u64;
     let region = Region::create(capacity).expect("memfd region");
     let mut writer = region.writer().expect("writer");
     writer.set_timeout(Some(TIMEOUT));
     let reader = region.reader().expect("reader");
+    (region, writer, reader)
+}
+
+/// shm-arena: the writer fills a blob in place, the reader sums it where it lies.
+pub fn arena(size: usize, units: u64) -> Duration {
+    let (_region, mut writer, reader) = arena_ring(size);
     let src = source(size);
     two_threads(
         units,
@@ -87,12 +93,7 @@ pub fn arena(size: usize, units: u64) -> Duration {
 /// shm-arena with batches on both sides: the writer publishes `batch` units per head store,
 /// the reader takes and ends runs of up to `batch` units (the same payload work per unit).
 pub fn arena_batched(size: usize, units: u64, batch: usize) -> Duration {
-    let need = 2 * shm_arena::unit_size(&[size]) as usize;
-    let capacity = ring_bytes(size).max(need).next_power_of_two() as u64;
-    let region = Region::create(capacity).expect("memfd region");
-    let mut writer = region.writer().expect("writer");
-    writer.set_timeout(Some(TIMEOUT));
-    let reader = region.reader().expect("reader");
+    let (_region, writer, reader) = arena_ring(size);
     let src = source(size);
     let _pin = crate::util::pin_parent();
     let start = Instant::now();
