@@ -93,7 +93,7 @@ pub fn arena(size: usize, units: u64) -> Duration {
 /// shm-arena with batches on both sides: the writer publishes `batch` units per head store,
 /// the reader takes and ends runs of up to `batch` units (the same payload work per unit).
 pub fn arena_batched(size: usize, units: u64, batch: usize) -> Duration {
-    let (_region, writer, reader) = arena_ring(size);
+    let (_region, mut writer, reader) = arena_ring(size);
     let src = source(size);
     let _pin = crate::util::pin_parent();
     let start = Instant::now();
