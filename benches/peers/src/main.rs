@@ -193,7 +193,12 @@ fn case1(s: &Settings, out: &mut Output) {
             per_sec(units, threads::channel_array(units))
         }),
     ];
-    out.throughput(s, "1 SPSC threads, 64 B units, batched", "units/s", &mut batched);
+    out.throughput(
+        s,
+        "1 SPSC threads, 64 B units, batched",
+        "units/s",
+        &mut batched,
+    );
     // The same, with the reader on CPU 0 and the writer on CPU 1 for every contender. Unpinned,
     // the scheduler sometimes runs both threads on one CPU, where a ring without
     // per-unit fences or validation (rtrb: 32-111 M units/s there) turns into a single-thread
