@@ -13,6 +13,10 @@
 //! and include starting the worker process. The program exits non-zero if any item is wrong
 //! or missing, or if a worker fails.
 
+#[path = "common/spread.rs"]
+mod spread;
+
+use spread::spread;
 use std::collections::BTreeMap;
 use std::io::{BufWriter, IsTerminal, Read, Write};
 use std::process::{Command, ExitCode, Stdio};
@@ -360,18 +364,6 @@ fn parent(args: &[String]) -> Result<()> {
         arena / pipe
     );
     Ok(())
-}
-
-/// Median, smallest and largest of a few runs.
-fn spread(mut runs: Vec<f64>) -> (f64, f64, f64) {
-    runs.sort_by(f64::total_cmp);
-    let n = runs.len();
-    let median = if n % 2 == 1 {
-        runs[n / 2]
-    } else {
-        (runs[n / 2 - 1] + runs[n / 2]) / 2.0
-    };
-    (median, runs[0], runs[n - 1])
 }
 
 fn main() -> ExitCode {

@@ -16,6 +16,10 @@
 //! buffers on both sides so small units are batched, default kernel pipe buffer), with the same
 //! pattern generation and the same verification, so the difference is the transport.
 
+#[path = "common/spread.rs"]
+mod spread;
+
+use spread::spread;
 use std::error::Error;
 use std::fmt;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -579,18 +583,6 @@ fn report(name: &str, batch: Batch, measured: &Measured) -> f64 {
         batch.units,
     );
     gbps
-}
-
-/// Median, smallest and largest of a few runs.
-fn spread(mut runs: Vec<f64>) -> (f64, f64, f64) {
-    runs.sort_by(f64::total_cmp);
-    let n = runs.len();
-    let median = if n % 2 == 1 {
-        runs[n / 2]
-    } else {
-        (runs[n / 2 - 1] + runs[n / 2]) / 2.0
-    };
-    (median, runs[0], runs[n - 1])
 }
 
 fn parent(args: &[String]) -> Result<()> {

@@ -138,11 +138,8 @@ pub(crate) fn wait_for<T>(
             // up, so that a dead peer is reported, not a timeout. Not for waits of a few
             // milliseconds (a caller polling with tiny timeouts would read /proc every time).
             if !cfg!(shm_arena_loom) && now - started >= MIN_WAIT_FOR_PEER_CHECK {
-                if let Err(gone) = check_peers() {
-                    return match poll()? {
-                        Some(v) => Ok(v),
-                        None => Err(gone),
-                    };
+                if let Some(end) = after_peer_check(&mut check_peers, &mut poll) {
+                    return end;
                 }
             }
             return Err(crate::Error::Timeout {
@@ -156,12 +153,8 @@ pub(crate) fn wait_for<T>(
         // From here on the clock is read on every round (each one sleeps).
         spins = MAX_SPINS_PER_CLOCK;
         if check_peers_now(now, next_peer_check) {
-            if let Err(gone) = check_peers() {
-                // The peer may have made progress just before dying: deliver that first.
-                return match poll()? {
-                    Some(v) => Ok(v),
-                    None => Err(gone),
-                };
+            if let Some(end) = after_peer_check(&mut check_peers, &mut poll) {
+                return end;
             }
             next_peer_check = now + PEER_CHECK_INTERVAL;
         }
@@ -180,4 +173,18 @@ pub(crate) fn wait_for<T>(
             return Ok(v);
         }
     }
+}
+
+/// Runs `check_peers`; when it finds the other side gone, the end of the wait: what the peer
+/// made just before dying (one last poll), else its error. `None`: the peers are fine.
+fn after_peer_check<T>(
+    check_peers: &mut impl FnMut() -> Result<()>,
+    poll: &mut impl FnMut() -> Result<Option<T>>,
+) -> Option<Result<T>> {
+    let gone = check_peers().err()?;
+    Some(match poll() {
+        Ok(Some(v)) => Ok(v),
+        Ok(None) => Err(gone),
+        Err(e) => Err(e),
+    })
 }

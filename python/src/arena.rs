@@ -157,7 +157,6 @@ impl Arena {
         let writer = self.with_region(|r| r.writer().map_err(to_py))?;
         Ok(ArenaWriter {
             state: Mutex::new(WriterState::new(writer, self.timeout)),
-            position: Mutex::new(None),
         })
     }
 
@@ -213,24 +212,12 @@ pub fn _attach_arena(capacity: u64, timeout: Option<f64>, pid: u32, fd: i32) -> 
 #[pyclass(module = "shm_arena", frozen)]
 pub struct ArenaWriter {
     state: Mutex<WriterState>,
-    /// The open unit's ring position.
-    position: Mutex<Option<u64>>,
 }
 
 impl ArenaWriter {
+    /// The open unit's ring position.
     fn position(&self) -> PyResult<u64> {
-        self.position
-            .lock()
-            .map_err(|_| PyRuntimeError::new_err("poisoned"))?
-            .ok_or_else(|| PyRuntimeError::new_err("no unit is open: call begin_unit first"))
-    }
-
-    fn set_position(&self, position: Option<u64>) -> PyResult<()> {
-        *self
-            .position
-            .lock()
-            .map_err(|_| PyRuntimeError::new_err("poisoned"))? = position;
-        Ok(())
+        Ok(lock(&self.state)?.unit()?.position())
     }
 }
 
@@ -241,8 +228,8 @@ impl ArenaWriter {
 
     /// Opens a unit for one item.
     fn begin_unit(&self) -> PyResult<()> {
-        let position = lock(&self.state)?.begin().map_err(to_py)?;
-        self.set_position(Some(position))
+        lock(&self.state)?.begin().map_err(to_py)?;
+        Ok(())
     }
 
     /// Copies `data` into the open unit (the one copy; the GIL is released meanwhile) and
@@ -261,11 +248,12 @@ impl ArenaWriter {
     /// Publishes the unit; returns its ring position, which SPDL hands back to `end_unit`.
     fn commit_unit(&self, py: Python<'_>) -> PyResult<u64> {
         let position = self.position()?;
-        self.set_position(None)?;
         commit(py, &self.state).map_err(|e| {
-            match e.is_instance_of::<pyo3::exceptions::PyTimeoutError>(py) {
-                true => pyo3::exceptions::PyBufferError::new_err(e.to_string()),
-                false => e,
+            if e.is_instance_of::<pyo3::exceptions::PyTimeoutError>(py) {
+                // No room for the unit's last parts: the arena is full, as for write_binary.
+                pyo3::exceptions::PyBufferError::new_err(e.to_string())
+            } else {
+                e
             }
         })?;
         Ok(position)
@@ -274,7 +262,7 @@ impl ArenaWriter {
     /// Drops the open unit unpublished.
     fn abort_unit(&self) -> PyResult<()> {
         lock(&self.state)?.abort();
-        self.set_position(None)
+        Ok(())
     }
 }
 

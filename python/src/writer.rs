@@ -58,7 +58,7 @@ impl WriterState {
     }
 
     /// Begins a unit.
-    pub(crate) fn begin(&mut self) -> shm_arena::Result<u64> {
+    pub(crate) fn begin(&mut self) -> shm_arena::Result<()> {
         let writer = self
             .writer()
             .map_err(|e| shm_arena::Error::InvalidArgument(e.to_string()))?;
@@ -70,10 +70,8 @@ impl WriterState {
         // moved out while `unit` is Some (`writer()` refuses, `close` ends the unit first), and
         // `unit` is dropped before `writer` (field order). Nothing else uses the writer while
         // the unit borrows it: every path to it goes through `writer()`.
-        let unit = unsafe { &mut *writer }.begin_unit()?;
-        let position = unit.position();
-        self.unit = Some(unit);
-        Ok(position)
+        self.unit = Some(unsafe { &mut *writer }.begin_unit()?);
+        Ok(())
     }
 
     /// Commits the open unit, waiting for room for its last parts up to the timeout.

@@ -289,6 +289,7 @@ pub(crate) fn check_writers(store: &Store, check_pid: bool) -> Result<()> {
 /// child's pid as expected to attach. Async-signal-safe: atomics only, no allocation. A full
 /// table records nothing (the child's death before attaching then goes unnoticed, as for a
 /// region handed over by other means).
+#[cfg_attr(shm_arena_loom, allow(dead_code))]
 pub(crate) fn expect_child(expected: &Expected, pid: u32) {
     for entry in &expected.pids {
         // Relaxed: the parent and the other participants read the pid later with a /proc

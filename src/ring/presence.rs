@@ -142,6 +142,7 @@ pub(crate) fn detach(slot: &Participant, held: Held) {
 /// handles must then never be used again; their drops leave the slot alone).
 #[cfg(shm_arena_loom)]
 pub(crate) fn model_kill(slot: &Participant) {
+    // Acquire: pairs with the AcqRel CAS in `attach` (the word we rewrite is the holder's).
     let state = slot.state.load(Ordering::Acquire);
     let dead = (u64::from(process::MODEL_DEAD_PID) << PID_SHIFT) | (state & ((1 << PID_SHIFT) - 1));
     // Release: pairs with the Acquire load in `presence`.
