@@ -76,6 +76,7 @@ enum Cursor {
 /// # Ok::<(), shm_arena::Error>(())
 /// ```
 pub struct Reader {
+    /// The region (the lease holds it too; this copy spares every take a second pointer hop).
     store: Arc<Store>,
     cursor: Cursor,
     /// This reader's slot, shared with the owned units it hands out.
