@@ -4,7 +4,7 @@
 #   report.md    the same as a table, ratios first, with the machine and its load
 #   throughput.png  throughput against unit size (also copied to benches/peers/throughput.png)
 #   readme-section.md  report.md with the image path the README uses
-#   raw.json, spdl.json, *.log  what the tables were made from
+#   raw.json, spdl.json, values.json, *.log  what the tables were made from
 #
 #   ci/bench-report.sh [--quick]
 #
@@ -13,8 +13,9 @@
 #
 # The harness (benches/peers/) is a Cargo workspace of its own, so the crate's
 # `cargo test --workspace` never compiles iceoryx2 & co.; it builds into benches/peers/target.
-# The SPDL comparison and the plot run in a virtualenv under target/bench-report/venv, installed
-# from PyPI on first use; without it the report is still written (no plot, no SPDL numbers).
+# The SPDL comparison, the Python values (case 10, values_bench.py) and the plot run in a
+# virtualenv under target/bench-report/venv, installed from PyPI on first use; without it the
+# report is still written (no plot, no SPDL or Python numbers).
 # A case that cannot run (a feature not in the crate yet, a peer that fails to install) is
 # listed as not available, never filled with made-up numbers.
 set -euo pipefail
@@ -78,10 +79,17 @@ else
     spdl_note="python3 -m venv failed (see $out/venv.log)"
 fi
 
-# Cases 8 and 9 (the Python package): shm_arena built into the same virtualenv.
-if [ -n "$py" ] && [ -z "$spdl_note" ]; then
-    if ! "$venv/bin/pip" install --quiet --force-reinstall --no-deps ./python >>"$out/venv.log" 2>&1; then
-        echo "warning: the Python package did not build (see $out/venv.log): cases 8 and 9 left out" >&2
+# Cases 8, 9 and 10 (the Python package): shm_arena built into the same virtualenv. Case 10
+# needs only NumPy and maturin besides, so it runs even when SPDL did not install.
+pkg_ok=""
+if [ -n "$py" ]; then
+    if "$py" -c "import numpy, maturin" 2>/dev/null ||
+        "$venv/bin/pip" install --quiet numpy maturin >>"$out/venv.log" 2>&1; then
+        if "$venv/bin/pip" install --quiet --force-reinstall --no-deps ./python >>"$out/venv.log" 2>&1; then
+            pkg_ok=yes
+        else
+            echo "warning: the Python package did not build (see $out/venv.log): cases 8, 9 and 10 left out" >&2
+        fi
     fi
 fi
 
@@ -99,8 +107,38 @@ if [ -n "$py" ] && [ -z "$spdl_note" ]; then
     fi
 fi
 
+# Case 10: Python values (send/recv) against multiprocessing.Queue and shared_memory with
+# pickle 5, and the values_peer example (Rust producer) against one core copying.
+values_args=()
+values_note=""
+if [ -z "$py" ]; then
+    values_note="no Python virtualenv (see $out/venv.log)"
+elif [ -z "$pkg_ok" ]; then
+    values_note="the Python package or NumPy did not install (see $out/venv.log)"
+else
+    echo "== case 10: Python values"
+    # An empty path tells values_bench.py there is no Rust producer (never a stale binary).
+    peer=""
+    if [ -f examples/values_peer.rs ]; then
+        if cargo build --release --quiet --example values_peer 2>"$out/values-build.log"; then
+            peer=target/release/examples/values_peer
+        else
+            echo "warning: the values_peer example did not build (see $out/values-build.log)" >&2
+        fi
+    fi
+    rm -f "$out/values.json"
+    if timeout 300 "$py" benches/peers/values_bench.py $quick --values-peer "$peer" \
+        --out "$out/values.json" 2>"$out/values.log"; then
+        grep -E '^\s+values ' "$out/values.log" >&2 || true
+        values_args=(--values "$out/values.json")
+    else
+        values_note="the values run failed (see $out/values.log)"
+    fi
+fi
+
 echo "== report"
 "${py:-python3}" benches/peers/report.py --raw "$out/raw.json" "${spdl_args[@]}" \
-    --spdl-note "$spdl_note" --outdir "$out" --load-before "$load_before" \
+    --spdl-note "$spdl_note" "${values_args[@]}" --values-note "$values_note" \
+    --outdir "$out" --load-before "$load_before" \
     --png-copy benches/peers/throughput.png
 cat "$out/report.md"

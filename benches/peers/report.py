@@ -1,6 +1,7 @@
 """Turns the harness's raw measurements into report.json, report.md and the throughput plot.
 
-    python report.py --raw raw.json [--spdl spdl.json] [--spdl-note TEXT] --outdir DIR
+    python report.py --raw raw.json [--spdl spdl.json] [--spdl-note TEXT]
+                     [--values values.json] [--values-note TEXT] --outdir DIR
                      [--load-before "1.2 1.0 0.9"] [--png-copy PATH]
 
 report.json is an array of objects, one per case, metric and peer:
@@ -164,6 +165,75 @@ def python_rows(spdl: dict) -> list[dict]:
     return rows
 
 
+# Contenders of values_bench.py (case 10) other than shm_arena's send/recv, as the report
+# names them.
+VALUES_PEERS = {
+    "queue": "multiprocessing.Queue (pickle)",
+    "shm_pickle5": "shared_memory + pickle 5 out-of-band (ezmsg's way)",
+}
+VALUES_CASE_PY = "10 Python values, Python -> Python, send/recv of {seq, numpy uint8}"
+VALUES_CASE_RUST = "10 Python values, Rust values_peer -> Python recv"
+
+
+def values_rows(values: dict) -> list[dict]:
+    """Case 10, from values_bench.py (medians of its reps): shm_arena's send/recv against each
+    peer at every size, and against one core copying at 4 MiB; the Rust producer against the
+    same limit."""
+    rows = []
+    res = values["results"]
+    for size in sorted({r["size"] for r in res}):
+        at = {(r["direction"], r["mode"]): r for r in res if r["size"] == size}
+        metric = f"throughput ({human(size)})"
+        ours = at.get(("py-py", "shm_arena"))
+        limit = at.get(("limit", "memcpy"))
+        if ours is not None:
+            for mode, label in VALUES_PEERS.items():
+                if ("py-py", mode) in at:
+                    rows.append(make_row(VALUES_CASE_PY, metric, "items/s", True,
+                                         ours["items_per_s"], mode,
+                                         at[("py-py", mode)]["items_per_s"], label))
+            if limit is not None:
+                rows.append(make_row(VALUES_CASE_PY, metric, "items/s", True,
+                                     ours["items_per_s"], "limit", limit["items_per_s"],
+                                     "limit (one core copying, numpy.copyto)"))
+        rust = at.get(("rust-py", "rust_shm_arena"))
+        if rust is not None and limit is not None:
+            rows.append(make_row(VALUES_CASE_RUST, metric, "items/s", True, rust["items_per_s"],
+                                 "limit", limit["items_per_s"],
+                                 "limit (one core copying, numpy.copyto)"))
+    return rows
+
+
+def values_table(values: dict) -> list[str]:
+    """Every contender of case 10 by itself: median items/s and the spread of the reps."""
+    cols = [("py-py", "shm_arena", "shm_arena send/recv"),
+            ("py-py", "queue", "mp.Queue"),
+            ("py-py", "shm_pickle5", "shared_memory + pickle 5"),
+            ("py-py", "shm_arena_units", "shm_arena units, no envelope"),
+            ("rust-py", "rust_shm_arena", "Rust -> Python recv"),
+            ("limit", "memcpy", "memcpy (limit)")]
+    res = values["results"]
+    lines = [
+        "",
+        f"Case 10 by itself (`values_bench.py`, Python {values.get('python')}, "
+        f"{values.get('start_method')} start method, {values.get('reps')} interleaved reps): "
+        "median items/s of the reps ± half their range, relative to the median (the case-10 "
+        "ratios above compare these medians, not best reps):",
+        "",
+        "| value size | " + " | ".join(c[2] for c in cols) + " |",
+        "|---|" + "---:|" * len(cols),
+    ]
+    for size in sorted({r["size"] for r in res}):
+        at = {(r["direction"], r["mode"]): r for r in res if r["size"] == size}
+        cells = []
+        for direction, mode, _ in cols:
+            r = at.get((direction, mode))
+            cells.append("-" if r is None else
+                         f"{fmt(r['items_per_s'])} ±{100 * r['spread'] / 2:.0f}%")
+        lines.append(f"| {human(size)} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def fmt(v: float) -> str:
     if v >= 1e6:
         return f"{v / 1e6:.2f} M"
@@ -174,7 +244,8 @@ def fmt(v: float) -> str:
     return f"{v:.3g}"
 
 
-def markdown(rows, raw, spdl, spdl_note, info, png_name, compact=False) -> str:
+def markdown(rows, raw, spdl, spdl_note, info, png_name, compact=False, values=None,
+             values_note="") -> str:
     """The report; `compact` (the README's version) keeps, for case 6, only the rows against
     SPDL's best mode (the per-mode numbers are in the SPDL table below)."""
     if compact:
@@ -211,7 +282,8 @@ def markdown(rows, raw, spdl, spdl_note, info, png_name, compact=False) -> str:
             f"{fmt(r['ours'])} | {fmt(r['peer_value'])} | {r['unit']} | {target} |"
         )
     unavailable = list(raw.get("unavailable", []))
-    if unavailable or spdl_note:
+    values_missing = [] if values is None else values.get("unavailable", [])
+    if unavailable or spdl_note or values_note or values_missing:
         lines.append("")
         lines.append("Not measured in this run:")
         lines.append("")
@@ -219,6 +291,11 @@ def markdown(rows, raw, spdl, spdl_note, info, png_name, compact=False) -> str:
             lines.append(f"- case {u['case']}: not available ({u['why']}).")
         if spdl_note:
             lines.append(f"- SPDL: {spdl_note}")
+        if values_note:
+            lines.append(f"- case 10 (Python values): {values_note}")
+        for u in values_missing:
+            where = f" at {human(u['size'])}" if "size" in u else ""
+            lines.append(f"- case 10: {u['mode']}{where} not available ({u['why']}).")
     if spdl is not None:
         lines.append("")
         lines.append(f"SPDL {spdl.get('spdl_version')} `iterate_in_subprocess` by itself "
@@ -234,6 +311,8 @@ def markdown(rows, raw, spdl, spdl_note, info, png_name, compact=False) -> str:
             cells = [fmt(modes[m]["items_per_s"]) if m in modes else "-"
                      for m in ("pool", "ring", "none")]
             lines.append(f"| {size >> 20} MiB | {items} | " + " | ".join(cells) + " |")
+    if values is not None and values.get("results"):
+        lines += values_table(values)
     if png_name:
         lines.append("")
         lines.append(f"![Throughput against unit size]({png_name})")
@@ -293,6 +372,8 @@ def main() -> int:
     p.add_argument("--raw", required=True)
     p.add_argument("--spdl")
     p.add_argument("--spdl-note", default="")
+    p.add_argument("--values", help="values_bench.py's JSON (case 10)")
+    p.add_argument("--values-note", default="", help="why case 10 did not run, if it did not")
     p.add_argument("--outdir", required=True)
     p.add_argument("--load-before", default="?")
     p.add_argument("--png-copy")
@@ -308,6 +389,10 @@ def main() -> int:
         for r in spdl["results"]:
             if r.get("samples"):
                 r["items_per_s"] = max(r["samples"])
+    values = None
+    if a.values and os.path.exists(a.values):
+        with open(a.values) as f:
+            values = json.load(f)
     info = machine()
     info["load_before"] = a.load_before
     rows = rows_from(raw)
@@ -319,6 +404,9 @@ def main() -> int:
     if spdl is not None:
         rows += spdl_rows(ours6, spdl)
         rows += python_rows(spdl)
+    if values is not None:
+        # Medians, as values_bench.py reports them (its spread is in the case-10 table).
+        rows += values_rows(values)
     os.makedirs(a.outdir, exist_ok=True)
     with open(os.path.join(a.outdir, "report.json"), "w") as f:
         json.dump([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows], f,
@@ -328,11 +416,13 @@ def main() -> int:
     if have_png and a.png_copy:
         shutil.copyfile(png, a.png_copy)
     with open(os.path.join(a.outdir, "report.md"), "w") as f:
-        f.write(markdown(rows, raw, spdl, a.spdl_note, info, "throughput.png" if have_png else None))
+        f.write(markdown(rows, raw, spdl, a.spdl_note, info, "throughput.png" if have_png else None,
+                         values=values, values_note=a.values_note))
     # The same text with the image path the README would use.
     with open(os.path.join(a.outdir, "readme-section.md"), "w") as f:
         f.write(markdown(rows, raw, spdl, a.spdl_note, info,
-                         "benches/peers/throughput.png" if have_png else None, compact=True))
+                         "benches/peers/throughput.png" if have_png else None, compact=True,
+                         values=values, values_note=a.values_note))
     return 0
 
 

@@ -404,8 +404,10 @@ def summary(samples: list[float]) -> dict:
 
 
 def find_peer(given: str | None) -> str | None:
-    if given:
-        return given
+    """The values_peer binary: `given` (an empty string: none), else the crate's release
+    build of the example if there is one."""
+    if given is not None:
+        return given or None
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     path = os.path.join(root, "target", "release", "examples", "values_peer")
     return path if os.access(path, os.X_OK) else None
@@ -416,8 +418,8 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", required=True)
-    parser.add_argument("--values-peer", help="the values_peer example binary "
-                        "(default: target/release/examples/values_peer, if built)")
+    parser.add_argument("--values-peer", help="the values_peer example binary (default: "
+                        "target/release/examples/values_peer, if built; empty: none)")
     parser.add_argument("--sizes", help="comma-separated item sizes in bytes (default: all)")
     parser.add_argument("--modes", help="comma-separated contenders (default: all that run)")
     args = parser.parse_args()
@@ -448,21 +450,24 @@ def main() -> int:
     peer = find_peer(args.values_peer)
     rust_modes = []
     if RUST_SIZE in sizes:
-        rust_modes = ["memcpy"]
+        rust_modes = [("limit", "memcpy")]
         if peer is None:
             unavailable.append({"mode": "rust_shm_arena",
                                 "why": "the values_peer example is not built"})
+        elif not os.access(peer, os.X_OK):
+            unavailable.append({"mode": "rust_shm_arena",
+                                "why": f"no values_peer binary at {peer}"})
         elif api != "send/recv":
             unavailable.append({"mode": "rust_shm_arena",
                                 "why": "the package has no Reader.recv yet"})
         else:
-            rust_modes.insert(0, "rust_shm_arena")
+            rust_modes.insert(0, ("rust-py", "rust_shm_arena"))
 
     results = []
     for size in sizes:
         plan = [("py-py", m) for m in modes]
         if size == RUST_SIZE:
-            plan += [("rust-py", m) for m in rust_modes]
+            plan += rust_modes
         samples: dict = {p: [] for p in plan}
         failed: dict = {}
         for rep in range(reps):
