@@ -12,8 +12,9 @@ it. Contenders:
   own blob of the ring (64 B stays inline in the envelope: below the 4096-byte offload
   threshold) and comes back as a read-only numpy view of shared memory; the unit ends when the
   consumer drops the value.
-* ``queue``: ``multiprocessing.Queue`` (pickle protocol 5 in-band, a feeder thread and a pipe:
-  the array is copied into the pickle, through the pipe, and out of it again).
+* ``queue``: ``multiprocessing.Queue`` (pickled in-band with the default protocol, a feeder
+  thread and a pipe: the array is copied into the pickle, through the pipe, and out of it
+  again).
 * ``shm_pickle5``: ``multiprocessing.shared_memory`` and pickle protocol 5 out-of-band
   buffers, as ezmsg's shared-memory transport does it (``ezmsg.core.messagemarshal.Marshal``:
   ``pickle.dumps(obj, protocol=5, buffer_callback=...)``, the pickle stream and the raw
@@ -287,10 +288,10 @@ CONTENDERS = {c.name: c for c in (ShmArenaValues, QueuePickle, ShmPickle5, ShmAr
 # --- one run ---------------------------------------------------------------------------------
 
 
-def consume(recv, done, warm: int, budget: float, stop) -> tuple[float, int]:
+def consume(recv, done, size: int, warm: int, budget: float, stop) -> tuple[float, int]:
     """Receives and touches values until the end marker; returns (items/s, timed items)."""
     expected = 0
-    touched = 0
+    ends = [7, ((size - 1) * 31 + 7) & 0xFF]  # make_array's first and last byte
     start = end = None
     timed = 0
     while True:
@@ -301,7 +302,8 @@ def consume(recv, done, warm: int, budget: float, stop) -> tuple[float, int]:
         if seq != expected:
             raise RuntimeError(f"item {expected} expected, got {seq}")
         data = value["data"]
-        touched ^= int(data[0]) ^ int(data[-1])
+        if data[0] != ends[0] or data[-1] != ends[1]:
+            raise RuntimeError(f"item {seq}: wrong bytes")
         del data, value
         done(seq)
         expected += 1
@@ -328,7 +330,7 @@ def run_py(mode: str, size: int, budget: float) -> float:
         child.start()
         if hasattr(contender, "after_fork_parent"):
             contender.after_fork_parent()
-        rate, _ = consume(contender.recv, contender.done, depth, budget, stop)
+        rate, _ = consume(contender.recv, contender.done, size, depth, budget, stop)
         child.join(TIMEOUT)
         if child.exitcode != 0:
             raise RuntimeError(f"{mode} producer exited with {child.exitcode}")
