@@ -231,6 +231,14 @@ def values_table(values: dict) -> list[str]:
             cells.append("-" if r is None else
                          f"{fmt(r['items_per_s'])} ±{100 * r['spread'] / 2:.0f}%")
         lines.append(f"| {human(size)} | " + " | ".join(cells) + " |")
+    costs = values.get("recv_cost_us", [])
+    if costs:
+        names = {"shm_arena": "`recv`", "shm_arena_units": "`next_unit` + `np.frombuffer`"}
+        lines.append("")
+        lines.append("Taking one value already in the ring, touching it and dropping it (one "
+                     "process, median): " + "; ".join(
+                         f"{names.get(c['mode'], c['mode'])} at {human(c['size'])} "
+                         f"{c['median_us']:.1f} µs" for c in costs) + ".")
     return lines
 
 
