@@ -267,17 +267,26 @@ fn byte_buffer(obj: &Bound<'_, PyAny>, held: &mut Held) -> Result<Value<'static>
         )
         .into());
     }
-    let len = buffer.len_bytes();
-    let data: &'static [u8] = if len == 0 {
-        &[]
-    } else {
-        // SAFETY: the export covers `len` contiguous bytes at `buf_ptr`; `held` keeps the export
-        // (so the buffer cannot be resized or freed) as long as the value lives.
-        unsafe { std::slice::from_raw_parts(buffer.buf_ptr().cast::<u8>(), len) }
-    };
-    held.buffers.push(buffer);
-    held.leaf_bytes += len;
-    Ok(Value::Bytes(Cow::Borrowed(data)))
+    Ok(Value::Bytes(Cow::Borrowed(held.hold(buffer))))
+}
+
+impl Held {
+    /// Keeps `buffer` exported as long as the value lives and returns its bytes, which the
+    /// caller checked to be C-contiguous.
+    fn hold(&mut self, buffer: PyUntypedBuffer) -> &'static [u8] {
+        debug_assert!(buffer.is_c_contiguous());
+        let len = buffer.len_bytes();
+        let data: &'static [u8] = if len == 0 {
+            &[]
+        } else {
+            // SAFETY: a C-contiguous export covers `len` bytes at `buf_ptr`; `self` keeps the
+            // export (so the buffer cannot be resized or freed) as long as the value lives.
+            unsafe { std::slice::from_raw_parts(buffer.buf_ptr().cast::<u8>(), len) }
+        };
+        self.buffers.push(buffer);
+        self.leaf_bytes += len;
+        data
+    }
 }
 
 /// numpy arrays (made C-contiguous) and numpy scalars (as the Python scalar `.item()` gives);
@@ -337,15 +346,7 @@ fn numpy_object(
     } else {
         buffer.shape().iter().map(|&d| d as u64).collect()
     };
-    let len = buffer.len_bytes();
-    let data: &'static [u8] = if len == 0 {
-        &[]
-    } else {
-        // SAFETY: as in `byte_buffer`: the export, kept in `held`, covers `len` contiguous bytes.
-        unsafe { std::slice::from_raw_parts(buffer.buf_ptr().cast::<u8>(), len) }
-    };
-    held.buffers.push(buffer);
-    held.leaf_bytes += len;
+    let data = held.hold(buffer);
     let raw =
         RawArray::new(dtype, shape, data).map_err(|e| PyValueError::new_err(e.to_string()))?;
     Ok(Value::Array(raw))
