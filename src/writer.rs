@@ -287,8 +287,20 @@ impl Writer {
     /// # Errors
     /// As [`send`](Self::send), plus [`Error::WouldBlock`].
     pub fn try_send<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
+        self.try_send_with(value, &EncodeOptions::default())
+    }
+
+    /// [`try_send`](Self::try_send) with encoder options.
+    ///
+    /// # Errors
+    /// As [`try_send`](Self::try_send).
+    pub fn try_send_with<T: Serialize + ?Sized>(
+        &mut self,
+        value: &T,
+        options: &EncodeOptions,
+    ) -> Result<()> {
         let mut unit = self.try_begin_unit()?;
-        codec::arena::encode_unit(value, &EncodeOptions::default(), &mut unit)?;
+        codec::arena::encode_unit(value, options, &mut unit)?;
         unit.commit()
     }
 }

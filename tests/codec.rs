@@ -7,10 +7,10 @@ use std::fmt::Debug;
 use proptest::prelude::*;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
-use shm_arena::codec::fuzzing::{decode_envelope, Sample, Value, Variant};
+use shm_arena::codec::fuzzing::{decode_envelope, Sample, Variant};
 use shm_arena::codec::{
     decode, encode, Array, BlobSink, BlobSource, Bytes, Dtype, EncodeOptions, HeapBlobs, NoBlobs,
-    MAX_DEPTH,
+    Value, MAX_DEPTH,
 };
 use shm_arena::Error;
 

@@ -5,12 +5,16 @@
 //! - `writer.rs`: `Writer` and `UnitWriter` (a context manager that commits on exit);
 //! - `reader.rs`: `Reader` and `Unit` (blobs as memoryviews that keep the unit alive);
 //! - `blob.rs`: the buffer exporter behind every view of shared memory;
+//! - `encode.rs`, `decode.rs`: Python objects to and from the crate's `codec::Value` (`send`,
+//!   `recv`);
 //! - `arena.rs`: `Arena`, `ArenaWriter`, `ArenaReader` (SPDL's `ArenaProtocol`);
 //! - `wait.rs`: blocking with the GIL released and signals checked;
 //! - `errors.rs`: the exceptions.
 
 mod arena;
 mod blob;
+mod decode;
+mod encode;
 mod errors;
 mod reader;
 mod region;

@@ -7,7 +7,10 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use shm_arena::OwnedUnit;
 
+use shm_arena::codec::Value;
+
 use crate::blob::{Blob, Owner};
+use crate::decode::{to_python, Source};
 use crate::errors::to_py;
 use crate::wait::{blocking, seconds};
 
@@ -30,6 +33,16 @@ pub(crate) fn next_unit(
         })?;
         reader.next_unit(slice).map(shm_arena::Unit::into_owned)
     })
+}
+
+/// Decodes `unit`'s value into Python objects.
+pub(crate) fn decode<'py>(
+    py: Python<'py>,
+    unit: &Arc<OwnedUnit>,
+    copy: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    let value: Value<'_> = unit.decode().map_err(to_py)?;
+    to_python(py, &value, &Source::new(unit, copy))
 }
 
 /// The reader of a region (`region.reader()`).
@@ -56,6 +69,25 @@ impl Reader {
     fn next_unit(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Unit> {
         let unit = next_unit(py, &self.inner, seconds(timeout)?)?.map_err(to_py)?;
         Ok(Unit::new(unit))
+    }
+
+    /// The next value sent with `Writer.send` (or by a Rust `Writer::send`), waiting at most
+    /// `timeout` seconds (`None`: as long as a writer lives) with the GIL released.
+    ///
+    /// Offloaded numpy arrays and byte strings come back as read-only views of shared memory
+    /// (numpy arrays, memoryviews) that keep the unit alive: its space returns to the writer
+    /// when the last of them is gone. `copy=True` returns owned copies instead (the unit ends
+    /// before `recv` returns). Raises as `next_unit`, and `ValueError` for a unit that does not
+    /// hold a valid envelope (the unit is ended; nothing else is lost).
+    #[pyo3(signature = (timeout = None, *, copy = false))]
+    fn recv<'py>(
+        &self,
+        py: Python<'py>,
+        timeout: Option<f64>,
+        copy: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let unit = Arc::new(next_unit(py, &self.inner, seconds(timeout)?)?.map_err(to_py)?);
+        decode(py, &unit, copy)
     }
 
     /// The next committed unit if there is one now (never waits), else `None`.
@@ -104,6 +136,13 @@ impl Unit {
         let unit = self.get()?;
         let (ptr, len) = unit.blob_ptr(index).map_err(to_py)?;
         Blob::view(py, Blob::new(Owner::Unit(unit), ptr, len, true))
+    }
+
+    /// Decodes the value the unit holds (see `Reader.recv`); views of shared memory in it keep
+    /// the unit alive after `end_unit`.
+    #[pyo3(signature = (*, copy = false))]
+    fn decode<'py>(&self, py: Python<'py>, copy: bool) -> PyResult<Bound<'py, PyAny>> {
+        decode(py, &self.get()?, copy)
     }
 
     /// Number of blobs.

@@ -8,10 +8,16 @@ use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::PyAny;
+use shm_arena::codec::EncodeOptions;
 
 use crate::blob::{Blob, Owner};
+use crate::encode::Encoded;
 use crate::errors::to_py;
 use crate::wait::{blocking, seconds, SLICE};
+
+/// Largest leaf bytes `send` copies while holding the GIL (a few microseconds of copying);
+/// larger values release it first.
+const HOLD_GIL_BYTES: usize = 64 * 1024;
 
 /// A crate writer and the unit it is writing.
 ///
@@ -193,6 +199,53 @@ impl Writer {
             }
         }
         commit(py, state)
+    }
+
+    /// Sends `value` as one unit in the envelope format (docs/FORMAT.md), readable by
+    /// `Reader.recv` here and by `Unit::decode` in Rust: `None`, `bool`, `int` (64-bit),
+    /// `float`, `str`, `bytes`, `bytearray`, `memoryview`, `list`, `tuple`, `dict` (str or int
+    /// keys), numpy arrays of (u)int8..64, float32, float64 (made C-contiguous if they are not)
+    /// and numpy scalars (as `.item()`). Byte strings and arrays of at least
+    /// `offload_threshold` bytes are copied once into a blob of their own (a reader gets them
+    /// as views of shared memory); smaller ones go inline in the envelope.
+    ///
+    /// Waits for space up to the writer's `timeout`, with the GIL released. Raises `TypeError`
+    /// naming an unsupported object's type and where it is in the value, `OverflowError` for
+    /// an int beyond 64 bits, `ValueError` for nesting deeper than 128 levels or a unit larger
+    /// than `max_unit`; nothing is sent then.
+    #[pyo3(signature = (value, *, offload_threshold = 4096))]
+    fn send(
+        &self,
+        py: Python<'_>,
+        value: &Bound<'_, PyAny>,
+        offload_threshold: usize,
+    ) -> PyResult<()> {
+        let encoded = Encoded::new(value)?;
+        let options = EncodeOptions::with_offload_threshold(offload_threshold);
+        // Small values: one attempt without releasing the GIL (cheaper than releasing it),
+        // which copies little while holding it.
+        if encoded.leaf_bytes() <= HOLD_GIL_BYTES {
+            match lock(&self.state)?
+                .writer()?
+                .try_send_with(encoded.value(), &options)
+            {
+                Err(shm_arena::Error::WouldBlock(_)) => {}
+                other => return other.map_err(to_py),
+            }
+        }
+        let timeout = lock(&self.state)?.timeout();
+        let value = encoded.value();
+        blocking(py, timeout, |slice| {
+            let mut state = self.state.lock().map_err(|_| poisoned())?;
+            let writer = state
+                .writer()
+                .map_err(|e| shm_arena::Error::InvalidArgument(e.to_string()))?;
+            // Slices, so that signals are checked; a value cut short by a slice's end is
+            // aborted and sent again whole.
+            writer.set_timeout(Some(slice));
+            writer.send_with(value, &options)
+        })?
+        .map_err(to_py)
     }
 
     /// How long any one wait for space may take, in seconds (`None`: as long as a reader

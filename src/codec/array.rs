@@ -346,28 +346,46 @@ impl<T: Element + PartialEq> PartialEq for Array<'_, T> {
 }
 
 /// What an array serializes as, inside its magic newtype struct: `(dtype code, shape, bytes)`.
-struct Parts<'s> {
-    dtype: Dtype,
-    shape: &'s [usize],
-    data: &'s [u8],
+/// Shared by [`Array`] (`usize` dimensions) and [`RawArray`](super::RawArray) (`u64`).
+pub(crate) struct Parts<'s, D> {
+    pub(crate) dtype: Dtype,
+    pub(crate) shape: &'s [D],
+    pub(crate) data: &'s [u8],
 }
 
-impl Serialize for Parts<'_> {
+impl<D: Dim> Serialize for Parts<'_, D> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut tuple = serializer.serialize_tuple(3)?;
         tuple.serialize_element(&self.dtype.code())?;
         tuple.serialize_element(&Shape(self.shape))?;
-        tuple.serialize_element(&Bytes::from(self.data))?;
+        tuple.serialize_element(&Bytes::borrowed(self.data))?;
         tuple.end()
     }
 }
 
-/// A shape as a sequence of `u64`, so it reads the same on 32- and 64-bit hosts.
-struct Shape<'s>(&'s [usize]);
+/// A dimension as the format writes it: a `u64`.
+pub(crate) trait Dim: Copy {
+    fn as_u64(self) -> u64;
+}
 
-impl Serialize for Shape<'_> {
+impl Dim for usize {
+    fn as_u64(self) -> u64 {
+        self as u64
+    }
+}
+
+impl Dim for u64 {
+    fn as_u64(self) -> u64 {
+        self
+    }
+}
+
+/// A shape as a sequence of `u64`, so it reads the same on 32- and 64-bit hosts.
+struct Shape<'s, D>(&'s [D]);
+
+impl<D: Dim> Serialize for Shape<'_, D> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0.iter().map(|&d| d as u64))
+        serializer.collect_seq(self.0.iter().map(|&d| d.as_u64()))
     }
 }
 

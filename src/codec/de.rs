@@ -6,11 +6,14 @@
 
 use std::collections::HashSet;
 
-use serde::de::value::{BorrowedBytesDeserializer, SeqDeserializer, U8Deserializer};
+use serde::de::value::{
+    BorrowedBytesDeserializer, BorrowedStrDeserializer, SeqAccessDeserializer, SeqDeserializer,
+    U8Deserializer,
+};
 use serde::de::{self, DeserializeSeed, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor};
 
 use super::array::{element_count, Dtype};
-use super::format::{padding, tag, unzigzag, ARRAY_MAGIC, MAX_DEPTH, MAX_NDIM};
+use super::format::{padding, tag, unzigzag, ARRAY_MAGIC, MAX_DEPTH, MAX_NDIM, VALUE_MAGIC};
 use super::BlobSource;
 use crate::{Error, Result};
 
@@ -28,6 +31,8 @@ pub(crate) struct Decoder<'de, 'b> {
     used_blobs: HashSet<u32>,
     /// Offset of the last tag read, where errors raised by visitors are reported.
     token: usize,
+    /// Inside a [`Value`](super::Value): arrays are presented as `{ARRAY_MAGIC: parts}`.
+    tagged_arrays: bool,
 }
 
 fn located(at: usize, msg: impl std::fmt::Display) -> Error {
@@ -44,6 +49,7 @@ impl<'de, 'b> Decoder<'de, 'b> {
             depth: 0,
             used_blobs: HashSet::new(),
             token: 0,
+            tagged_arrays: false,
         }
     }
 
@@ -349,7 +355,15 @@ impl<'de> de::Deserializer<'de> for &mut Decoder<'de, '_> {
                     data,
                     next: 0,
                 };
-                let value = visitor.visit_seq(&mut access)?;
+                let value = if self.tagged_arrays {
+                    let mut entry = ArrayEntry {
+                        parts: &mut access,
+                        key_taken: false,
+                    };
+                    visitor.visit_map(&mut entry)?
+                } else {
+                    visitor.visit_seq(&mut access)?
+                };
                 if access.next != 3 {
                     return Err(located(at, "array record was not read to its end"));
                 }
@@ -370,7 +384,14 @@ impl<'de> de::Deserializer<'de> for &mut Decoder<'de, '_> {
                 visitor.visit_none()
             }
             tag::SOME => self.deserialize_any(visitor),
-            other => Err(self.unexpected(at, other, "an option")),
+            // A bare value where an option is expected is `Some`: languages without an option
+            // type (Python's `None` or a value) write it so. Counted as SOME would be.
+            _ => {
+                self.enter(at, 1)?;
+                let value = visitor.visit_some(&mut *self)?;
+                self.leave(1);
+                Ok(value)
+            }
         }
     }
 
@@ -381,6 +402,13 @@ impl<'de> de::Deserializer<'de> for &mut Decoder<'de, '_> {
     ) -> Result<V::Value> {
         if name == ARRAY_MAGIC {
             return self.deserialize_any(visitor);
+        }
+        if name == VALUE_MAGIC {
+            // Not a level of its own: it has no bytes and cannot recurse by itself.
+            let outer = std::mem::replace(&mut self.tagged_arrays, true);
+            let value = visitor.visit_newtype_struct(&mut *self);
+            self.tagged_arrays = outer;
+            return value;
         }
         // Transparent in the envelope, but counted, as the encoder counts it.
         let at = self.pos;
@@ -544,6 +572,34 @@ impl<'de> SeqAccess<'de> for ArrayParts<'de> {
 
     fn size_hint(&self) -> Option<usize> {
         Some(3 - self.next.min(3))
+    }
+}
+
+/// An array record presented as the one-entry map `{ARRAY_MAGIC: (dtype code, shape, data)}`,
+/// inside a [`Value`](super::Value).
+struct ArrayEntry<'p, 'de> {
+    parts: &'p mut ArrayParts<'de>,
+    key_taken: bool,
+}
+
+impl<'de> MapAccess<'de> for ArrayEntry<'_, 'de> {
+    type Error = Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>> {
+        if self.key_taken {
+            return Ok(None);
+        }
+        self.key_taken = true;
+        seed.deserialize(BorrowedStrDeserializer::<Error>::new(ARRAY_MAGIC))
+            .map(Some)
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value> {
+        seed.deserialize(SeqAccessDeserializer::new(&mut *self.parts))
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        Some(usize::from(!self.key_taken))
     }
 }
 

@@ -18,6 +18,11 @@ pub const MAX_NDIM: usize = 64;
 /// recognises arrays without knowing their Rust type (the trick `toml` uses for datetimes).
 pub(crate) const ARRAY_MAGIC: &str = "$shm_arena::Array";
 
+/// The type name [`Value`](super::Value)'s `Deserialize` passes to `deserialize_newtype_struct`:
+/// inside it, the decoder presents arrays as one-entry maps keyed by [`ARRAY_MAGIC`], so a
+/// dynamically typed value can tell an array from a 3-element sequence.
+pub(crate) const VALUE_MAGIC: &str = "$shm_arena::Value";
+
 /// Tag bytes. Zero is deliberately not a tag, so zero-filled memory never decodes.
 pub(crate) mod tag {
     pub(crate) const UNIT: u8 = 0x01;

@@ -110,6 +110,7 @@ mod format;
 pub mod fuzzing;
 mod heap;
 mod ser;
+mod value;
 
 use std::fmt::Display;
 
@@ -117,6 +118,7 @@ pub use array::{Array, Dtype, Element};
 pub use bytes::Bytes;
 pub use format::{MAX_DEPTH, MAX_NDIM};
 pub use heap::{HeapBlobs, NoBlobs};
+pub use value::{RawArray, Value};
 
 use crate::{Error, Result};
 

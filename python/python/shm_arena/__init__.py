@@ -6,6 +6,9 @@ Two ways in:
   worker copies each item's large leaves (numpy arrays, bytes) into shared memory once; the
   parent gets them as zero-copy views that keep their unit alive.
 * ``Region``: the crate's own API. ``region.writer()`` / ``region.reader()``;
+  ``writer.send(value)`` / ``reader.recv(timeout)`` for values (dicts, lists, str, numbers,
+  bytes, numpy arrays) in the envelope format a Rust ``Writer::send`` / ``Unit::decode`` speaks
+  too (docs/FORMAT.md, "Across languages"); for raw units,
   ``with writer.begin_unit() as unit: unit.push(data); unit.blob_mut(n)``;
   ``unit = reader.next_unit(timeout)``, ``unit.blob(i)`` (a memoryview of shared memory),
   ``unit.end_unit()``.
