@@ -32,9 +32,10 @@ it. Contenders:
   ``unit.blob(1)``: what the value encoding costs on top of the transport.
 
 Room in flight is the same for all: shm_arena's ring is the smallest power of two holding
-three items (``size`` rounded up to 64 plus 256 bytes of headers, at least 64 KiB), and
+four items (``size`` rounded up to 64 plus 256 bytes of headers, at least 64 KiB), and
 ``depth`` (the queue's ``maxsize``, the number of slots) is the number of items that ring holds
-(3 for 64 KiB and above, 204 for 64 B).
+wherever it wraps: one less than its capacity divides into, since a blob never straddles the
+end of the ring (6 for 64 KiB and above, 203 for 64 B).
 
 Rust -> Python at 4 MiB: the crate's ``values_peer`` example (``send --name <region> --count N
 --size 4194304``) writes N ``Frame`` values (``seq``, a label, a few small fields, a 2x64
@@ -94,15 +95,21 @@ U64 = struct.Struct("<Q")
 ctx = mp.get_context("fork")
 
 
+def item_bytes(size: int) -> int:
+    return -(-size // 64) * 64 + ITEM_OVERHEAD
+
+
 def ring_capacity(size: int) -> int:
-    """shm_arena's ring: the smallest power of two holding three items, at least 64 KiB."""
-    need = 3 * (-(-size // 64) * 64 + ITEM_OVERHEAD)
+    """shm_arena's ring: the smallest power of two holding four items, at least 64 KiB."""
+    need = 4 * item_bytes(size)
     return max(64 * KIB, 1 << (need - 1).bit_length())
 
 
 def depth_for(size: int) -> int:
-    """Items in flight for the peers: as many as shm_arena's ring holds."""
-    return ring_capacity(size) // (-(-size // 64) * 64 + ITEM_OVERHEAD)
+    """Items in flight for every contender: as many as shm_arena's ring holds wherever it
+    wraps. A blob never straddles the ring's end, so up to one item's worth of the tail of a
+    lap may go unused: the ring holds one item less than its capacity divides into."""
+    return ring_capacity(size) // item_bytes(size) - 1
 
 
 def make_array(size: int) -> np.ndarray:
