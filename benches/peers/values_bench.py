@@ -52,8 +52,8 @@ microseconds, not a copy, at 4 MiB.
 Timing: items/s from the arrival of item ``depth`` (one lap of every ring: the pages of
 shared memory are faulted in before the clock starts, for all contenders alike) to the first
 item that arrives after the time budget (0.3 s quick, 1 s full; at least 5 items); the producer
-is then told to stop through a shared flag, sends an end marker, and the rest is drained
-untimed. Contenders are interleaved within each rep (a load change hits them alike; the order
+(still sending, or waiting for room) is then killed: a drain would cost as much as the run for
+the slow contenders, and every timed item was already checked. Contenders are interleaved within each rep (a load change hits them alike; the order
 rotates from rep to rep); each reports the median of its reps and their spread
 (``(max - min) / median``). A contender that cannot run is listed under ``unavailable`` with
 the reason, never given a number.
@@ -124,18 +124,17 @@ def has_values_api() -> bool:
 
 # --- contenders ------------------------------------------------------------------------------
 #
-# Each contender has `produce(stop)` (run in the forked child: send values until `stop.value`
-# is set, then an end marker with seq -1), `recv()` (the next value, in this process), `done(seq)`
-# (called once the consumer dropped the value) and `close()`.
+# Each contender has `produce()` (run in the forked child: sends values until it is killed, or
+# a wait of TIMEOUT fails if this process went away), `recv()` (the next value, in this
+# process), `done(seq)` (called once the consumer dropped the value) and `close()`.
 
 
-def produce_loop(send, size: int, stop) -> None:
+def produce_loop(send, size: int) -> None:
     data = make_array(size)
     i = 0
-    while not stop.value:
+    while True:
         send({"seq": i, "data": data})
         i += 1
-    send({"seq": -1, "data": data})
 
 
 class ShmArenaValues:
@@ -148,10 +147,9 @@ class ShmArenaValues:
         self.region = shm_arena.Region(ring_capacity(size))
         self.reader = self.region.reader()
 
-    def produce(self, stop) -> None:
+    def produce(self) -> None:
         writer = self.region.writer(timeout=TIMEOUT)
-        produce_loop(writer.send, self.size, stop)
-        writer.close()
+        produce_loop(writer.send, self.size)
 
     def recv(self):
         return self.reader.recv(TIMEOUT)
@@ -166,21 +164,18 @@ class ShmArenaValues:
 class ShmArenaUnits(ShmArenaValues):
     name = "shm_arena_units"
 
-    def produce(self, stop) -> None:
+    def produce(self) -> None:
         writer = self.region.writer(timeout=TIMEOUT)
         data = make_array(self.size)
         i = 0
-        while not stop.value:
+        while True:
             writer.write_unit([U64.pack(i), data])
             i += 1
-        writer.write_unit([U64.pack((1 << 64) - 1), data])
-        writer.close()
 
     def recv(self):
         unit = self.reader.next_unit(TIMEOUT)
-        seq = U64.unpack(unit.blob(0))[0]
         value = {
-            "seq": -1 if seq == (1 << 64) - 1 else seq,
+            "seq": U64.unpack(unit.blob(0))[0],
             "data": np.frombuffer(unit.blob(1), dtype=np.uint8),
         }
         unit.end_unit()  # the unit's space returns once `data` is dropped too
@@ -194,10 +189,8 @@ class QueuePickle:
         self.size = size
         self.queue = ctx.Queue(maxsize=depth)
 
-    def produce(self, stop) -> None:
-        produce_loop(self.queue.put, self.size, stop)
-        self.queue.close()
-        self.queue.join_thread()  # the feeder thread flushes the end marker before exit
+    def produce(self) -> None:
+        produce_loop(lambda value: self.queue.put(value, timeout=TIMEOUT), self.size)
 
     def recv(self):
         return self.queue.get(timeout=TIMEOUT)
@@ -227,12 +220,11 @@ class ShmPickle5:
 
     def after_fork_parent(self) -> None:
         # Closing the write end of ids here makes a dead producer an end-of-file instead of a
-        # hang. The read end of acks stays open: the producer exits after its end marker while
-        # the consumer still acks the items before it.
+        # hang. The read end of acks stays open, so acks never meet a closed pipe.
         os.close(self.ids_w)
         self.open_fds.remove(self.ids_w)
 
-    def produce(self, stop) -> None:
+    def produce(self) -> None:
         os.close(self.ids_r)
         os.close(self.acks_w)
         mem = self.shm.buf
@@ -262,9 +254,7 @@ class ShmPickle5:
             os.write(self.ids_w, U64.pack(i))
             i += 1
 
-        produce_loop(send, self.size, stop)
-        os.close(self.ids_w)
-        del mem
+        produce_loop(send, self.size)
 
     def recv(self):
         got = os.read(self.ids_r, 8)
@@ -301,17 +291,14 @@ CONTENDERS = {c.name: c for c in (ShmArenaValues, QueuePickle, ShmPickle5, ShmAr
 # --- one run ---------------------------------------------------------------------------------
 
 
-def consume(recv, done, size: int, warm: int, budget: float, stop) -> tuple[float, int]:
-    """Receives and touches values until the end marker; returns (items/s, timed items)."""
+def consume(recv, done, size: int, warm: int, budget: float) -> float:
+    """Receives and touches values until `budget` seconds past item `warm`; returns items/s."""
     expected = 0
     ends = [7, ((size - 1) * 31 + 7) & 0xFF]  # make_array's first and last byte
-    start = end = None
-    timed = 0
+    start = None
     while True:
         value = recv()
         seq = value["seq"]
-        if seq < 0:
-            break
         if seq != expected:
             raise RuntimeError(f"item {expected} expected, got {seq}")
         data = value["data"]
@@ -320,32 +307,24 @@ def consume(recv, done, size: int, warm: int, budget: float, stop) -> tuple[floa
         del data, value
         done(seq)
         expected += 1
-        if end is not None:
-            continue  # draining after the stop
         if expected == warm:
             start = time.perf_counter()
         elif start is not None:
             now = time.perf_counter()
             if now - start >= budget and expected - warm >= MIN_TIMED:
-                end, timed = now, expected - warm
-                stop.value = 1
-    if end is None:
-        raise RuntimeError(f"the producer stopped after {expected} items, before the budget")
-    return timed / (end - start), timed
+                return (expected - warm) / (now - start)
 
 
 def run_py(mode: str, size: int, budget: float) -> float:
     depth = depth_for(size)
     contender = CONTENDERS[mode](size, depth)
-    stop = ctx.RawValue("b", 0)
-    child = ctx.Process(target=contender.produce, args=(stop,), daemon=True)
+    child = ctx.Process(target=contender.produce, daemon=True)
     try:
         child.start()
         if hasattr(contender, "after_fork_parent"):
             contender.after_fork_parent()
-        rate, _ = consume(contender.recv, contender.done, size, depth, budget, stop)
-        child.join(TIMEOUT)
-        if child.exitcode != 0:
+        rate = consume(contender.recv, contender.done, size, depth, budget)
+        if not child.is_alive():
             raise RuntimeError(f"{mode} producer exited with {child.exitcode}")
         return rate
     finally:
