@@ -9,6 +9,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
+use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -132,22 +133,52 @@ fn ndarray<'py>(
     source: &Source<'_>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let dtype = char::from(array.dtype().code()).to_string();
-    let shape = PyTuple::new(py, array.shape())?;
     let data = array.data();
-    if data.is_empty() {
+    if !source.shares(data) {
+        // An owned, writable copy like any array the caller made: allocated by numpy, filled
+        // here (one Python call instead of a view, a cast and a copy).
         let empty = EMPTY.import(py, "numpy", "empty")?;
-        return empty.call1((shape, dtype));
+        let scalar = array.shape().is_empty();
+        // A 0-d array exports no shape (the buffer wrapper refuses it): filled as one element,
+        // then viewed without dimensions.
+        let owned = if scalar {
+            empty.call1(((1,), dtype))?
+        } else {
+            empty.call1((PyTuple::new(py, array.shape())?, dtype))?
+        };
+        if !data.is_empty() {
+            let buffer = PyUntypedBuffer::get(&owned)?;
+            if buffer.readonly() || !buffer.is_c_contiguous() || buffer.len_bytes() != data.len() {
+                return Err(PyValueError::new_err(
+                    "numpy.empty gave an unexpected buffer",
+                ));
+            }
+            // SAFETY: the fresh array's C-contiguous, writable buffer holds exactly
+            // `data.len()` bytes (checked above) and cannot overlap the unit.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    data.as_ptr(),
+                    buffer.buf_ptr().cast::<u8>(),
+                    data.len(),
+                );
+            }
+        }
+        if scalar {
+            return owned.call_method1("reshape", (PyTuple::empty(py),));
+        }
+        return Ok(owned);
     }
+    // numpy takes the buffer straight from the exporter, which stays the array's base.
+    let owner = Owner::Unit(Arc::clone(source.unit));
+    let blob = Bound::new(
+        py,
+        Blob::new(owner, data.as_ptr().cast_mut(), data.len(), true),
+    )?;
     let frombuffer = FROMBUFFER.import(py, "numpy", "frombuffer")?;
-    let mut array_obj = frombuffer.call1((source.view(py, data)?, dtype))?;
-    if array.shape().len() != 1 {
-        array_obj = array_obj.call_method1("reshape", (shape,))?;
-    }
-    if source.shares(data) {
-        Ok(array_obj)
+    let flat = frombuffer.call1((blob, dtype))?;
+    if array.shape().len() == 1 {
+        Ok(flat)
     } else {
-        // One copy, owning its memory and writable like any array the caller made; the view
-        // (and with it the unit) goes right away.
-        array_obj.call_method0("copy")
+        flat.call_method1("reshape", (PyTuple::new(py, array.shape())?,))
     }
 }

@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{
     PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyMemoryView, PyString, PyTuple,
 };
@@ -289,6 +290,35 @@ impl Held {
     }
 }
 
+/// numpy's types, looked up once numpy is imported (by whoever made the object).
+struct Numpy {
+    module: Py<PyAny>,
+    ndarray: Py<PyAny>,
+    generic: Py<PyAny>,
+}
+
+static NUMPY: PyOnceLock<Numpy> = PyOnceLock::new();
+
+impl Numpy {
+    /// numpy, if this process imported it: without it, nothing can be a numpy object, and
+    /// sending must not import it just to find out.
+    fn get(py: Python<'_>) -> PyResult<Option<&'static Numpy>> {
+        if let Some(numpy) = NUMPY.get(py) {
+            return Ok(Some(numpy));
+        }
+        let modules = py.import("sys")?.getattr("modules")?;
+        let Ok(module) = modules.get_item("numpy") else {
+            return Ok(None);
+        };
+        let numpy = Numpy {
+            ndarray: module.getattr("ndarray")?.unbind(),
+            generic: module.getattr("generic")?.unbind(),
+            module: module.unbind(),
+        };
+        Ok(Some(NUMPY.get_or_init(py, || numpy)))
+    }
+}
+
 /// numpy arrays (made C-contiguous) and numpy scalars (as the Python scalar `.item()` gives);
 /// anything else is unsupported.
 fn numpy_object(
@@ -298,46 +328,46 @@ fn numpy_object(
 ) -> Result<Value<'static>, Fault> {
     let py = obj.py();
     let unsupported = || Fault::new(FaultKind::Unsupported(type_name(obj)));
-    // Without numpy imported, nothing can be a numpy object: no import just to find out.
-    let modules = py.import("sys")?.getattr("modules")?;
-    let Ok(numpy) = modules.get_item("numpy") else {
+    let Some(numpy) = Numpy::get(py)? else {
         return Err(unsupported());
     };
-    if obj.is_instance(&numpy.getattr("generic")?)? {
-        let item = obj.call_method0("item")?;
-        if item.is_instance(&numpy.getattr("generic")?)? {
-            return Err(unsupported());
+    if !obj.is_instance(numpy.ndarray.bind(py))? {
+        if obj.is_instance(numpy.generic.bind(py))? {
+            let item = obj.call_method0("item")?;
+            if item.is_instance(numpy.generic.bind(py))? {
+                return Err(unsupported());
+            }
+            return convert(&item, held, depth);
         }
-        return convert(&item, held, depth);
-    }
-    if !obj.is_instance(&numpy.getattr("ndarray")?)? {
         return Err(unsupported());
     }
-    let dtype_name = || {
-        obj.getattr("dtype")
+    let dtype_fault = || {
+        let name = obj
+            .getattr("dtype")
             .and_then(|d| d.str())
-            .map_or_else(|_| "?".to_owned(), |s| s.to_string())
+            .map_or_else(|_| "?".to_owned(), |s| s.to_string());
+        Fault::new(FaultKind::Dtype(name))
     };
-    let array = if obj
-        .getattr("flags")?
-        .getattr("c_contiguous")?
-        .extract::<bool>()?
-    {
-        obj.clone()
-    } else {
-        numpy.call_method1("ascontiguousarray", (obj,))?
-    };
-    // A 0-d array exports no shape, which the buffer wrapper refuses: export it as one element.
-    let scalar = array.getattr("ndim")?.extract::<usize>()? == 0;
-    let exported = if scalar {
-        array.call_method1("reshape", (1,))?
-    } else {
-        array
-    };
-    let buffer =
-        PyUntypedBuffer::get(&exported).map_err(|_| Fault::new(FaultKind::Dtype(dtype_name())))?;
-    let dtype = dtype_of(buffer.format(), buffer.item_size())
-        .ok_or_else(|| Fault::new(FaultKind::Dtype(dtype_name())))?;
+    // The common case in one step: a C-contiguous array exports its bytes as they are. A 0-d
+    // array exports no shape (the buffer wrapper refuses it), a strided one is not contiguous:
+    // those go the slow way.
+    if let Ok(buffer) = PyUntypedBuffer::get(obj) {
+        if buffer.is_c_contiguous() {
+            let dtype = dtype_of(buffer.format(), buffer.item_size()).ok_or_else(dtype_fault)?;
+            let shape = buffer.shape().iter().map(|&d| d as u64).collect();
+            return array(dtype, shape, held.hold(buffer));
+        }
+    }
+    let module = numpy.module.bind(py);
+    // A 0-d array is exported as one element (whatever `ascontiguousarray` makes of it) and
+    // sent with an empty shape.
+    let scalar = obj.getattr("ndim")?.extract::<usize>()? == 0;
+    let mut exported = module.call_method1("ascontiguousarray", (obj,))?;
+    if scalar {
+        exported = exported.call_method1("reshape", (1,))?;
+    }
+    let buffer = PyUntypedBuffer::get(&exported).map_err(|_| dtype_fault())?;
+    let dtype = dtype_of(buffer.format(), buffer.item_size()).ok_or_else(dtype_fault)?;
     if !buffer.is_c_contiguous() {
         return Err(PyValueError::new_err("numpy did not make the array C-contiguous").into());
     }
@@ -346,7 +376,10 @@ fn numpy_object(
     } else {
         buffer.shape().iter().map(|&d| d as u64).collect()
     };
-    let data = held.hold(buffer);
+    array(dtype, shape, held.hold(buffer))
+}
+
+fn array(dtype: Dtype, shape: Vec<u64>, data: &'static [u8]) -> Result<Value<'static>, Fault> {
     let raw =
         RawArray::new(dtype, shape, data).map_err(|e| PyValueError::new_err(e.to_string()))?;
     Ok(Value::Array(raw))

@@ -27,6 +27,13 @@ pub(crate) fn next_unit(
     reader: &Mutex<shm_arena::Reader>,
     timeout: Option<std::time::Duration>,
 ) -> PyResult<shm_arena::Result<OwnedUnit>> {
+    // A unit already there is taken without releasing the GIL (releasing and taking it back
+    // costs more than the take).
+    match lock(reader)?.try_next_unit() {
+        Ok(Some(unit)) => return Ok(Ok(unit.into_owned())),
+        Ok(None) => {}
+        Err(e) => return Ok(Err(e)),
+    }
     blocking(py, timeout, |slice| {
         let reader = reader.lock().map_err(|_| {
             shm_arena::Error::InvalidArgument("the reader failed earlier (poisoned)".into())
