@@ -186,21 +186,24 @@ def values_rows(values: dict) -> list[dict]:
         metric = f"throughput ({human(size)})"
         ours = at.get(("py-py", "shm_arena"))
         limit = at.get(("limit", "memcpy"))
+        ring = at.get(("limit", "memcpy_ring"))
+        limits = [(r, label) for r, label in (
+            (limit, "limit (one core copying, numpy.copyto, in cache)"),
+            (ring, "limit (one core copying into a ring-sized destination)")) if r is not None]
         if ours is not None:
             for mode, label in VALUES_PEERS.items():
                 if ("py-py", mode) in at:
                     rows.append(make_row(VALUES_CASE_PY, metric, "items/s", True,
                                          ours["items_per_s"], mode,
                                          at[("py-py", mode)]["items_per_s"], label))
-            if limit is not None:
+            for r, label in limits:
                 rows.append(make_row(VALUES_CASE_PY, metric, "items/s", True,
-                                     ours["items_per_s"], "limit", limit["items_per_s"],
-                                     "limit (one core copying, numpy.copyto)"))
+                                     ours["items_per_s"], "limit", r["items_per_s"], label))
         rust = at.get(("rust-py", "rust_shm_arena"))
-        if rust is not None and limit is not None:
-            rows.append(make_row(VALUES_CASE_RUST, metric, "items/s", True, rust["items_per_s"],
-                                 "limit", limit["items_per_s"],
-                                 "limit (one core copying, numpy.copyto)"))
+        if rust is not None:
+            for r, label in limits:
+                rows.append(make_row(VALUES_CASE_RUST, metric, "items/s", True,
+                                     rust["items_per_s"], "limit", r["items_per_s"], label))
     return rows
 
 
@@ -211,7 +214,8 @@ def values_table(values: dict) -> list[str]:
             ("py-py", "shm_pickle5", "shared_memory + pickle 5"),
             ("py-py", "shm_arena_units", "shm_arena units, no envelope"),
             ("rust-py", "rust_shm_arena", "Rust -> Python recv"),
-            ("limit", "memcpy", "memcpy (limit)")]
+            ("limit", "memcpy", "memcpy in cache (limit)"),
+            ("limit", "memcpy_ring", "memcpy into a ring-sized buffer (limit)")]
     res = values["results"]
     lines = [
         "",
