@@ -53,11 +53,13 @@ Also, in one process, what taking one value costs the consumer when it is alread
 (``recv``, the touch and the drop; median over many values): the issue asks for a few
 microseconds, not a copy, at 4 MiB.
 
-Timing: items/s from the arrival of item ``depth`` (one lap of every ring: the pages of
-shared memory are faulted in before the clock starts, for all contenders alike) to the first
-item that arrives after the time budget (0.3 s quick, 1 s full; at least 5 items); the producer
-(still sending, or waiting for room) is then killed: a drain would cost as much as the run for
-the slow contenders, and every timed item was already checked. Contenders are interleaved within each rep (a load change hits them alike; the order
+Timing: items/s from the arrival of item ``depth + 2`` (more than one lap of every ring: the
+pages of shared memory are faulted in before the clock starts, for all contenders alike; a
+fresh page of shared memory costs 4-5 us on this VM, a fresh 32 MiB some 40 ms where writing
+it again takes 3 ms) to the first item that arrives after the time budget (0.3 s quick, 1 s
+full; at least 5 items); the producer (still sending, or waiting for room) is then killed: a
+drain would cost as much as the run for the slow contenders, and every timed item was already
+checked. Contenders are interleaved within each rep (a load change hits them alike; the order
 rotates from rep to rep); each reports the median of its reps and their spread
 (``(max - min) / median``). A contender that cannot run is listed under ``unavailable`` with
 the reason, never given a number.
@@ -107,6 +109,12 @@ def ring_capacity(size: int) -> int:
     """shm_arena's ring: the smallest power of two holding four items, at least 64 KiB."""
     need = 4 * item_bytes(size)
     return max(64 * KIB, 1 << (need - 1).bit_length())
+
+
+def warm_items(size: int) -> int:
+    """Items taken before the clock starts: one lap of shm_arena's ring and one more, so every
+    page of every contender's shared memory has been written once."""
+    return depth_for(size) + 2
 
 
 def depth_for(size: int) -> int:
@@ -327,7 +335,7 @@ def run_py(mode: str, size: int, budget: float) -> float:
         child.start()
         if hasattr(contender, "after_fork_parent"):
             contender.after_fork_parent()
-        rate = consume(contender.recv, contender.done, size, depth, budget)
+        rate = consume(contender.recv, contender.done, size, warm_items(size), budget)
         if not child.is_alive():
             raise RuntimeError(f"{mode} producer exited with {child.exitcode}")
         return rate
@@ -340,10 +348,10 @@ def run_py(mode: str, size: int, budget: float) -> float:
 
 def run_rust(peer: str, count: int) -> float:
     """The values_peer example writes `count` values of RUST_SIZE bytes; this process recvs
-    them. Timed from item `depth` to the last one."""
+    them. Timed from item `warm_items` to the last one."""
     import shm_arena
 
-    depth = depth_for(RUST_SIZE)
+    warm = warm_items(RUST_SIZE)
     region = shm_arena.Region(ring_capacity(RUST_SIZE), backing="named")
     reader = region.reader()
     cmd = [peer, "send", "--name", region.name, "--count", str(count), "--size", str(RUST_SIZE)]
@@ -358,12 +366,12 @@ def run_rust(peer: str, count: int) -> float:
             if data[0] != expected % 251 or data[-1] != expected % 251:  # values_peer's bytes
                 raise RuntimeError(f"item {expected}: wrong bytes")
             del data, value
-            if expected == depth:
+            if expected == warm:
                 start = time.perf_counter()
         elapsed = time.perf_counter() - start
         if proc.wait(TIMEOUT) != 0:
             raise RuntimeError(f"values_peer exited with {proc.returncode}")
-        return (count - 1 - depth) / elapsed
+        return (count - 1 - warm) / elapsed
     finally:
         if proc.poll() is None:
             proc.kill()
