@@ -274,8 +274,8 @@ impl Serialize for RawArray<'_> {
 }
 
 /// Asks the deserializer for a value of any shape. This crate's decoder, seeing the magic name,
-/// presents arrays as one-entry maps keyed by [`ARRAY_MAGIC`] (instead of the 3-element sequence
-/// `deserialize_any` gives), so they stay arrays; other formats just see a newtype struct.
+/// presents arrays as one-entry maps keyed by the array magic name (instead of the 3-element
+/// sequence `deserialize_any` gives), so they stay arrays; other formats just see a newtype struct.
 impl<'de: 'a, 'a> Deserialize<'de> for Value<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_newtype_struct(VALUE_MAGIC, ValueVisitor(std::marker::PhantomData))
