@@ -115,6 +115,14 @@ pub enum Error {
         /// The process holding it.
         pid: u32,
     },
+    /// A leaky subscriber fell behind the writer by more than the ring holds: `missed` units
+    /// were overwritten before it read them. Returned once; the next call returns the oldest
+    /// unit still in the ring.
+    #[error("lagged: the writer overwrote {missed} units this leaky subscriber had not read")]
+    Lagged {
+        /// Units lost to this subscriber, exactly.
+        missed: u64,
+    },
     /// Shared memory holds something the protocol can never produce.
     ///
     /// The region is not trusted further by the handle that saw this; nothing out of bounds was

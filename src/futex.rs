@@ -82,7 +82,11 @@ pub(crate) fn wait(word: &AtomicU32, expected: u32, timeout: Option<std::time::D
 pub(crate) fn wake(word: &AtomicU32) {
     #[cfg(not(miri))]
     {
-        let _ = rustix::thread::futex::wake(word, rustix::thread::futex::Flags::empty(), u32::MAX);
+        let _ = rustix::thread::futex::wake(
+            word,
+            rustix::thread::futex::Flags::empty(),
+            i32::MAX as u32,
+        );
     }
     #[cfg(miri)]
     let _ = word;

@@ -3,8 +3,9 @@
 //! ```text
 //! offset 0            Prefix (plain data, written once by the creator, copied out and validated)
 //! offset 128          Shared: one 128-byte line each for signals and the expected children
-//! offset 512          `lanes` x Lane: head, tail, claim cursors, space signals, owner (640 bytes)
-//! then                `readers` x ReaderSlot (128 bytes; MPMC only)
+//! offset 512          `lanes` x Lane: head, tail, claim cursors, space signals, owner, reclaim
+//!                     seqlock (768 bytes)
+//! then                `readers` x ReaderSlot (128 bytes; MPMC reader / broadcast subscriber)
 //! offset data_offset  `lanes` rings of `capacity` bytes each, addressed by u64 positions
 //!                     (lane i's byte for position p: data_offset + i * capacity + (p & mask))
 //! ```
@@ -33,7 +34,10 @@ pub const MAGIC: [u8; 8] = *b"SHMARENA";
 /// a handle's slot says attached, detached, or held by a dead process), and the SPSC reader
 /// publishes its position in the lane's claim cursor, so a new reader can take over from a dead
 /// one.
-pub const LAYOUT_VERSION: u32 = 5;
+///
+/// 6: the broadcast mode (mode 3): reader slots carry a subscriber's policy and pin, lanes a
+/// reclaim seqlock (the unit count before the tail, for leaky subscribers' lag counts).
+pub const LAYOUT_VERSION: u32 = 6;
 /// Bytes before the ring of an SPSC region (one page); an MPMC header may take more pages.
 pub const HEADER_SIZE: usize = 4096;
 /// Offset of the lane array inside the header.
@@ -64,6 +68,15 @@ pub(crate) const DESCRIPTOR_SIZE: u64 = 16;
 pub(crate) const MODE_SPSC: u32 = 1;
 /// Ring mode stored in the prefix: one lane per writer, readers claim from any lane.
 pub(crate) const MODE_MPMC: u32 = 2;
+/// Ring mode stored in the prefix: one writer, every subscriber sees every unit.
+pub(crate) const MODE_BROADCAST: u32 = 3;
+
+/// A subscriber slot's policy word: the writer waits for it.
+pub(crate) const POLICY_BACKPRESSURE: u64 = 1;
+/// A subscriber slot's policy word: the writer never waits for its pace.
+pub(crate) const POLICY_LEAKY: u64 = 2;
+/// A subscriber's pin when it holds back nothing (a leaky subscriber holding no unit).
+pub(crate) const UNPINNED: u64 = u64::MAX;
 
 // Record states, kept in the low bits of [`Record::word`] next to the stamp (positions are
 // multiples of 64, so the low six bits are free).
@@ -141,6 +154,7 @@ impl Prefix {
     pub(crate) fn geometry(&self) -> Geometry {
         Geometry {
             mpmc: self.mode == MODE_MPMC,
+            broadcast: self.mode == MODE_BROADCAST,
             lanes: self.lanes,
             readers: self.readers,
         }
@@ -175,6 +189,7 @@ impl Prefix {
         let valid_geometry = match self.mode {
             MODE_SPSC => geometry == Geometry::SPSC,
             MODE_MPMC => geometry.validate_mpmc().is_ok(),
+            MODE_BROADCAST => geometry.validate_broadcast().is_ok(),
             _ => {
                 return Err(Error::corrupt(
                     format!("unknown ring mode {}", self.mode),
@@ -224,6 +239,9 @@ impl Prefix {
 pub(crate) struct Geometry {
     /// Whether readers claim units with a CAS (MPMC) or the one reader moves alone (SPSC).
     pub mpmc: bool,
+    /// One writer, and subscribers that each see every unit (reader slots are subscriber
+    /// slots). Never together with `mpmc`.
+    pub broadcast: bool,
     /// Lanes: one per writer handle.
     pub lanes: u32,
     /// Reader slots: one per reader handle.
@@ -234,6 +252,7 @@ impl Geometry {
     /// One lane, one reader slot.
     pub(crate) const SPSC: Geometry = Geometry {
         mpmc: false,
+        broadcast: false,
         lanes: 1,
         readers: 1,
     };
@@ -242,15 +261,40 @@ impl Geometry {
     pub(crate) const fn mpmc(writers: u32, readers: u32) -> Geometry {
         Geometry {
             mpmc: true,
+            broadcast: false,
             lanes: writers,
             readers,
         }
+    }
+
+    /// A broadcast geometry: one lane, `subscribers` slots (limits not checked: see
+    /// [`validate_broadcast`](Self::validate_broadcast)).
+    pub(crate) const fn broadcast(subscribers: u32) -> Geometry {
+        Geometry {
+            mpmc: false,
+            broadcast: true,
+            lanes: 1,
+            readers: subscribers,
+        }
+    }
+
+    /// Checks the broadcast limits; the message says why not.
+    pub(crate) fn validate_broadcast(self) -> std::result::Result<(), String> {
+        if self.mpmc || self.lanes != 1 || !(1..=MAX_READERS).contains(&self.readers) {
+            return Err(format!(
+                "{} subscribers: a broadcast region takes 1..={MAX_READERS} subscribers (and one writer)",
+                self.readers
+            ));
+        }
+        Ok(())
     }
 
     /// The mode as stored in the prefix.
     pub(crate) fn mode(self) -> u32 {
         if self.mpmc {
             MODE_MPMC
+        } else if self.broadcast {
+            MODE_BROADCAST
         } else {
             MODE_SPSC
         }
@@ -382,6 +426,19 @@ pub(crate) struct Lane {
     pub space: Line<SpaceSignal>,
     /// The writer holding the lane.
     pub writer: Line<Participant>,
+    /// Broadcast: the unit count that goes with the tail (the reclaim limit), under a seqlock.
+    pub reclaim: Line<Reclaim>,
+}
+
+/// Broadcast: how many units lie before the lane's tail, published with it as one seqlock
+/// (the writer alone writes it): `version` is odd while the writer changes the tail and `seq`.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub(crate) struct Reclaim {
+    /// Seqlock version: odd while an update is under way.
+    pub version: AtomicU64,
+    /// Units committed before the tail.
+    pub seq: AtomicU64,
 }
 
 /// A reader handle's slot.
@@ -392,6 +449,14 @@ pub(crate) struct ReaderSlot {
     /// MPMC: the claim in progress: position | (lane + 1), or 0. Published before the claim
     /// CAS so that survivors can tell which unit a reader that died mid-claim may have taken.
     pub intent: AtomicU64,
+    /// Broadcast: [`POLICY_BACKPRESSURE`] or [`POLICY_LEAKY`], stored before the attach CAS.
+    pub policy: AtomicU64,
+    /// Broadcast: the subscriber's pin, written by it alone: the writer reuses no byte at or
+    /// after it. A backpressure subscriber's oldest unit not ended (or its next position); a
+    /// leaky one's oldest unit held, or [`UNPINNED`].
+    pub pin: AtomicU64,
+    /// Broadcast: the subscriber's next position (for people reading the header).
+    pub cursor: AtomicU64,
 }
 
 /// Processes a region was shared with that have not attached yet (see
@@ -440,7 +505,7 @@ const _: () = {
     assert!(std::mem::size_of::<Prefix>() <= SHARED_OFFSET);
     assert!(SHARED_OFFSET + std::mem::size_of::<Shared>() <= LANES_OFFSET);
     assert!(std::mem::align_of::<Shared>() <= SHARED_OFFSET);
-    assert!(std::mem::size_of::<Lane>() == 640);
+    assert!(std::mem::size_of::<Lane>() == 768);
     assert!(std::mem::size_of::<ReaderSlot>() == 128);
     assert!(LANES_OFFSET + std::mem::size_of::<Lane>() <= HEADER_SIZE);
     assert!(CLAIMED_BASE + MAX_READERS as u64 <= STATE_MASK + 1);

@@ -116,6 +116,7 @@
 #![deny(unsafe_op_in_unsafe_fn, missing_docs, missing_debug_implementations)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+mod broadcast;
 pub mod codec;
 mod error;
 mod futex;
@@ -137,6 +138,6 @@ mod writer;
 pub use error::{Error, Result, Role};
 
 pub use layout::{BLOB_ALIGN, MAX_CAPACITY, MAX_READERS, MAX_WRITERS, MIN_CAPACITY};
-pub use reader::{unit_size, BatchUnit, OwnedUnit, Reader, Unit, UnitBatch};
+pub use reader::{unit_size, BatchUnit, OwnedUnit, Policy, Reader, Subscriber, Unit, UnitBatch};
 pub use region::{Backing, Cursors, Mode, Region, RegionOptions, REGION_FD_ENV};
 pub use writer::{Batch, UnitWriter, Writer};

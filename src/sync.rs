@@ -14,3 +14,8 @@ pub(crate) use std::sync::Arc;
 pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 #[cfg(shm_arena_loom)]
 pub(crate) use loom::sync::Arc;
+
+#[cfg(shm_arena_loom)]
+pub(crate) use loom::sync::{Mutex, MutexGuard};
+#[cfg(not(shm_arena_loom))]
+pub(crate) use std::sync::{Mutex, MutexGuard};

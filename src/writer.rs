@@ -5,10 +5,14 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::broadcast::reclaim::Reclaimer;
+use crate::broadcast::slots::detach_dead;
 use crate::codec::{self, BlobSink, EncodeOptions};
 use crate::layout::{align_up, BLOB_ALIGN, COMMITTED, DESCRIPTOR_SIZE, INLINE_BLOBS, RECORD_SIZE};
 use crate::ring::cursors::load_cursors;
-use crate::ring::participants::{attach_writer, check_readers, detach_writer, readers_gone};
+use crate::ring::participants::{
+    attach_writer, check_readers, detach_writer, readers_gone, shut_down,
+};
 use crate::ring::presence::{still_held, Held};
 use crate::spin::SpinBudget;
 use crate::storage::{Storage, Store};
@@ -76,12 +80,22 @@ pub struct Writer {
     batch_limit: u32,
     /// Committed units whose head store (and wake-up) has not happened yet.
     pending: u32,
+    /// In a broadcast region: the units in the ring, for reclaiming space past subscribers.
+    broadcast: Option<Reclaimer>,
 }
 
 impl Writer {
     pub(crate) fn attach(store: Arc<Store>) -> Result<Writer> {
         let (lane, held) = attach_writer(&store)?;
-        let (head, tail) = match load_cursors(&store, lane) {
+        let cursors = load_cursors(&store, lane).and_then(|(head, tail)| {
+            let broadcast = if store.geometry().broadcast {
+                Some(Reclaimer::attach(&store, head)?)
+            } else {
+                None
+            };
+            Ok((head, tail, broadcast))
+        });
+        let (head, tail, broadcast) = match cursors {
             Ok(cursors) => cursors,
             Err(e) => {
                 detach_writer(&store, lane, held);
@@ -99,6 +113,7 @@ impl Writer {
             descriptors: Vec::new(),
             batch_limit: 0,
             pending: 0,
+            broadcast,
         })
     }
 
@@ -552,6 +567,9 @@ impl UnitWriter<'_> {
     /// then waits.
     #[cold]
     fn reserve_slow(&mut self, end: u64) -> Result<()> {
+        if self.writer.broadcast.is_some() {
+            return self.reserve_broadcast(end);
+        }
         let cap = self.writer.store.capacity();
         let writer = &mut *self.writer;
         let store = &*writer.store;
@@ -597,6 +615,46 @@ impl UnitWriter<'_> {
                 Ok(None)
             },
         )
+    }
+
+    /// [`reserve_slow`](Self::reserve_slow) in a broadcast region: the tail is ours to move,
+    /// as far as the subscribers' pins allow.
+    #[cold]
+    fn reserve_broadcast(&mut self, end: u64) -> Result<()> {
+        let writer = &mut *self.writer;
+        let store = &*writer.store;
+        let head = writer.head;
+        let Some(reclaimer) = writer.broadcast.as_mut() else {
+            unreachable!("called for broadcast writers only");
+        };
+        if let Some(tail) = reclaimer.reclaim(store, end, head) {
+            writer.tail_cache = tail;
+            return Ok(());
+        }
+        // Subscribers cannot end units they cannot see.
+        publish(store, writer.lane, head, &mut writer.pending);
+        if !self.blocking {
+            return Err(Error::WouldBlock(
+                "the ring is full (a subscriber holds the space)",
+            ));
+        }
+        writer.tail_cache = wait_for(
+            store,
+            Signal::Space(writer.lane),
+            &writer.spin,
+            deadline_after(writer.timeout),
+            "space in the ring (subscribers hold it)",
+            // A dead subscriber's pin holds nothing back any more; shut down ends the wait.
+            || {
+                detach_dead(store);
+                shut_down(store)
+            },
+            || {
+                shut_down(store)?;
+                Ok(reclaimer.reclaim(store, end, head))
+            },
+        )?;
+        Ok(())
     }
 
     /// Publishes the unit: the reader can take it from now on.
@@ -647,6 +705,9 @@ impl UnitWriter<'_> {
         // Release: pairs with the Acquire stamp load in `SpscCursor::take`, which may take the
         // unit before it sees the head stored below: the record and blobs are visible.
         rec.word.store(self.start | COMMITTED, Ordering::Release);
+        if let Some(reclaimer) = &mut self.writer.broadcast {
+            reclaimer.committed(self.start);
+        }
         self.writer.head = self.cursor;
         self.writer.pending += 1;
         if self.writer.pending >= self.writer.batch_limit {

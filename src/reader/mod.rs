@@ -8,6 +8,7 @@
 mod batch;
 mod mpmc;
 mod spsc;
+mod subscriber;
 mod unit;
 
 use std::cell::Cell;
@@ -23,6 +24,7 @@ use crate::wait::{deadline_after, wait_for, Signal};
 use crate::Result;
 
 pub use batch::UnitBatch;
+pub use subscriber::{Policy, Subscriber};
 pub use unit::{unit_size, BatchUnit, OwnedUnit, Unit};
 
 use mpmc::MpmcCursor;

@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use crate::codec;
 use crate::layout::{align_up, DESCRIPTOR_SIZE, INLINE_BLOBS, RECORD_SIZE};
+use crate::reader::subscriber::{Shared as SubscriberShared, Subscriber};
 use crate::reader::Reader;
 use crate::ring::participants::SlotLease;
 use crate::ring::release::{release, release_with};
@@ -70,23 +71,47 @@ impl<'u> codec::arena::UnitSource<'u> for UnitBlobs<'u> {
 /// println!("{bytes:?}");
 /// ```
 pub struct Unit<'r> {
-    reader: &'r Reader,
+    taker: Taker<'r>,
     view: View,
+}
+
+/// Who took a unit, which decides how it ends.
+enum Taker<'r> {
+    /// A reader: the unit ends in the shared records and tail.
+    Reader(&'r Reader),
+    /// A broadcast subscriber: the unit ends in its private bookkeeping and pin.
+    Subscriber(&'r Subscriber),
 }
 
 impl<'r> Unit<'r> {
     /// The guard for a unit `reader` just took.
     #[inline]
     pub(crate) fn new(reader: &'r Reader, view: View) -> Unit<'r> {
-        Unit { reader, view }
+        Unit {
+            taker: Taker::Reader(reader),
+            view,
+        }
+    }
+
+    /// The guard for a unit `subscriber` just took.
+    #[inline]
+    pub(crate) fn of_subscriber(subscriber: &'r Subscriber, view: View) -> Unit<'r> {
+        Unit {
+            taker: Taker::Subscriber(subscriber),
+            view,
+        }
     }
 
     fn store(&self) -> &Store {
-        self.reader.store()
+        match self.taker {
+            Taker::Reader(reader) => reader.store(),
+            Taker::Subscriber(subscriber) => subscriber.store(),
+        }
     }
 
-    /// Gives up the guard without ending the unit (a batch ends it).
+    /// Gives up the guard without ending the unit (a batch ends it). Readers only.
     pub(crate) fn into_view(self) -> View {
+        debug_assert!(matches!(self.taker, Taker::Reader(_)));
         let view = self.view;
         std::mem::forget(self);
         view
@@ -95,11 +120,20 @@ impl<'r> Unit<'r> {
     /// Detaches the unit from the reader's borrow: the owned form is `Send + 'static` and keeps
     /// the region mapped. The space stays reserved until it is dropped.
     pub fn into_owned(self) -> OwnedUnit {
-        let lease = self.reader.lease();
-        let owned = OwnedUnit {
-            store: Arc::clone(&lease.store),
-            view: self.view,
-            _lease: lease,
+        let owned = match self.taker {
+            Taker::Reader(reader) => {
+                let lease = reader.lease();
+                OwnedUnit {
+                    store: Arc::clone(&lease.store),
+                    view: self.view,
+                    ender: Ender::Reader(lease),
+                }
+            }
+            Taker::Subscriber(subscriber) => OwnedUnit {
+                store: subscriber.store_arc(),
+                view: self.view,
+                ender: Ender::Subscriber(subscriber.shared()),
+            },
         };
         std::mem::forget(self);
         owned
@@ -108,8 +142,13 @@ impl<'r> Unit<'r> {
 
 impl Drop for Unit<'_> {
     fn drop(&mut self) {
-        let next_not_taken = self.reader.is_last_taken(self.view.start + self.view.span);
-        release_with(self.reader.store(), &self.view, next_not_taken);
+        match self.taker {
+            Taker::Reader(reader) => {
+                let next_not_taken = reader.is_last_taken(self.view.start + self.view.span);
+                release_with(reader.store(), &self.view, next_not_taken);
+            }
+            Taker::Subscriber(subscriber) => subscriber.end(self.view.start),
+        }
     }
 }
 
@@ -138,9 +177,16 @@ impl Drop for Unit<'_> {
 pub struct OwnedUnit {
     store: Arc<Store>,
     view: View,
-    /// Keeps the reader's slot attached while this unit is the slot's (dropped after the unit
-    /// is ended, in `Drop`).
-    _lease: Arc<SlotLease>,
+    ender: Ender,
+}
+
+/// How an owned unit ends, and what keeps its taker's slot attached until it has.
+enum Ender {
+    /// A reader's unit: keeps the reader's slot attached while this unit is the slot's
+    /// (dropped after the unit is ended, in `Drop`).
+    Reader(#[allow(dead_code, reason = "held for its reference count")] Arc<SlotLease>),
+    /// A subscriber's unit: ends in the subscriber's bookkeeping.
+    Subscriber(Arc<SubscriberShared>),
 }
 
 impl OwnedUnit {
@@ -148,12 +194,20 @@ impl OwnedUnit {
         &self.store
     }
 
+    /// Whether the unit's bytes are shared with other takers (a broadcast subscriber's unit):
+    /// a binding must then expose them read-only, whatever [`blob_ptr`](Self::blob_ptr)'s
+    /// pointer type allows.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.ender, Ender::Subscriber(_))
+    }
+
     /// Blob `index` as a raw pointer and length, validated as [`blob`](Self::blob) is: for
     /// bindings that hand the bytes to code the borrow checker cannot follow (a Python buffer,
     /// say), which must keep this unit alive as long as the bytes are used. Until the unit
-    /// ends, its bytes are this reader's: writing through the pointer is sound as long as
-    /// nothing else reads or writes them meanwhile, which is the caller's to ensure (the
-    /// writer never touches a committed unit).
+    /// ends, a reader's unit's bytes are this reader's: writing through the pointer is sound as
+    /// long as nothing else reads or writes them meanwhile, which is the caller's to ensure (the
+    /// writer never touches a committed unit). A subscriber's unit ([`is_shared`](Self::is_shared))
+    /// is read by other subscribers at the same time: never write through the pointer then.
     ///
     /// # Errors
     /// As [`blob`](Self::blob).
@@ -180,7 +234,10 @@ impl OwnedUnit {
 
 impl Drop for OwnedUnit {
     fn drop(&mut self) {
-        release(&self.store, &self.view);
+        match &self.ender {
+            Ender::Reader(_) => release(&self.store, &self.view),
+            Ender::Subscriber(shared) => shared.end(self.view.start),
+        }
     }
 }
 

@@ -8,6 +8,7 @@ use std::fmt;
 use crate::error::Role;
 use crate::layout::validate_capacity;
 use crate::reader::Reader;
+use crate::reader::{Policy, Subscriber};
 use crate::ring::participants::{expected_dead, role_alive, role_attached};
 use crate::storage::{Storage, Store};
 use crate::sync::Arc;
@@ -109,12 +110,18 @@ impl Region {
     /// [`Error::InvalidArgument`] for a bad capacity; [`Error::Io`] if the OS refuses.
     pub fn create_with(options: RegionOptions) -> Result<Region> {
         validate_capacity(options.capacity).map_err(Error::InvalidArgument)?;
-        if let Mode::Mpmc { .. } = options.mode {
-            options
+        match options.mode {
+            Mode::Spsc => {}
+            Mode::Mpmc { .. } => options
                 .mode
                 .geometry()
                 .validate_mpmc()
-                .map_err(Error::InvalidArgument)?;
+                .map_err(Error::InvalidArgument)?,
+            Mode::Broadcast { .. } => options
+                .mode
+                .geometry()
+                .validate_broadcast()
+                .map_err(Error::InvalidArgument)?,
         }
         #[cfg(not(any(shm_arena_loom, miri)))]
         {
@@ -155,9 +162,50 @@ impl Region {
     /// # Errors
     /// [`Error::RoleTaken`] if every reader slot has a live reader (SPSC: the reader is
     /// attached, in this process or another); [`Error::Corrupt`] if the cursors are
-    /// impossible.
+    /// impossible; [`Error::InvalidArgument`] on a broadcast region (it has subscribers:
+    /// [`subscriber`](Self::subscriber)).
     pub fn reader(&self) -> Result<Reader> {
+        if self.store.geometry().broadcast {
+            return Err(Error::InvalidArgument(
+                "a broadcast region has no reader: attach a subscriber (Region::subscriber)".into(),
+            ));
+        }
         Reader::attach(Arc::clone(&self.store))
+    }
+
+    /// Attaches a subscriber of a broadcast region ([`RegionOptions::broadcast`]) in this
+    /// process: it sees every unit committed from now on, in order (see [`Subscriber`] for
+    /// the two policies). Takes a free slot, or the slot of a subscriber that detached or whose
+    /// process died.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use shm_arena::{Policy, Region, RegionOptions};
+    ///
+    /// let region = Region::create_with(RegionOptions::new(1 << 16).broadcast(2))?;
+    /// let a = region.subscriber(Policy::Backpressure)?;
+    /// let b = region.subscriber(Policy::Leaky)?;
+    /// region.writer()?.write_unit(&[b"news"])?;
+    /// assert_eq!(a.next_unit(Duration::from_secs(1))?.blob(0)?, b"news");
+    /// assert_eq!(b.next_unit(Duration::from_secs(1))?.blob(0)?, b"news");
+    /// # Ok::<(), shm_arena::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::RoleTaken`] if every subscriber slot has a live subscriber;
+    /// [`Error::InvalidArgument`] if the region is not a broadcast region;
+    /// [`Error::Corrupt`] if the cursors or the units between them are impossible.
+    pub fn subscriber(&self, policy: Policy) -> Result<Subscriber> {
+        if !self.store.geometry().broadcast {
+            return Err(Error::InvalidArgument(format!(
+                "subscriber(): this region is {:?}, not a broadcast region \
+                 (RegionOptions::broadcast); attach a reader instead",
+                self.mode()
+            )));
+        }
+        Subscriber::attach(Arc::clone(&self.store), policy)
     }
 
     #[cfg_attr(shm_arena_loom, allow(dead_code))]

@@ -56,6 +56,12 @@ pub enum Mode {
         /// Reader limit.
         readers: u32,
     },
+    /// One writer and up to `subscribers` subscriber handles, each of which sees every unit
+    /// ([`RegionOptions::broadcast`]).
+    Broadcast {
+        /// Subscriber limit.
+        subscribers: u32,
+    },
 }
 
 impl Mode {
@@ -63,6 +69,7 @@ impl Mode {
         match self {
             Mode::Spsc => Geometry::SPSC,
             Mode::Mpmc { writers, readers } => Geometry::mpmc(writers, readers),
+            Mode::Broadcast { subscribers } => Geometry::broadcast(subscribers),
         }
     }
 
@@ -71,6 +78,10 @@ impl Mode {
             Mode::Mpmc {
                 writers: geometry.lanes,
                 readers: geometry.readers,
+            }
+        } else if geometry.broadcast {
+            Mode::Broadcast {
+                subscribers: geometry.readers,
             }
         } else {
             Mode::Spsc
@@ -128,6 +139,24 @@ impl RegionOptions {
     /// to `readers` reader handles (1..=[`MAX_READERS`](crate::MAX_READERS)).
     pub fn mpmc(mut self, writers: u32, readers: u32) -> Self {
         self.mode = Mode::Mpmc { writers, readers };
+        self
+    }
+
+    /// Broadcast mode: one writer, and up to `subscribers` subscriber handles
+    /// (1..=[`MAX_READERS`](crate::MAX_READERS)), in any processes, each of which sees every
+    /// unit ([`Region::subscriber`](crate::Region::subscriber)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shm_arena::{Mode, Region, RegionOptions};
+    ///
+    /// let region = Region::create_with(RegionOptions::new(1 << 16).broadcast(4))?;
+    /// assert_eq!(region.mode(), Mode::Broadcast { subscribers: 4 });
+    /// # Ok::<(), shm_arena::Error>(())
+    /// ```
+    pub fn broadcast(mut self, subscribers: u32) -> Self {
+        self.mode = Mode::Broadcast { subscribers };
         self
     }
 

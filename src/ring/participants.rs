@@ -154,7 +154,7 @@ fn detach_reader(store: &Store, slot: u32, held: Held) {
 /// # Errors
 /// [`Error::Shutdown`] once it was.
 #[inline]
-fn shut_down(store: &Store) -> Result<()> {
+pub(crate) fn shut_down(store: &Store) -> Result<()> {
     // Acquire: pairs with the Release `fetch_or` in `shutdown`.
     if store.shared().signals.0.hints.load(Ordering::Acquire) & SHUT_DOWN != 0 {
         return Err(Error::Shutdown);
