@@ -91,3 +91,41 @@ pub(crate) fn wake(word: &AtomicU32) {
     #[cfg(miri)]
     let _ = word;
 }
+
+#[cfg(all(test, not(shm_arena_loom), not(miri)))]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::sync::Ordering;
+
+    /// One wake reaches every sleeper (broadcast subscribers sleep on one word): a count the
+    /// kernel reads as negative (`u32::MAX`) wakes only one of them.
+    #[test]
+    fn wake_wakes_every_sleeper() {
+        let word = Arc::new(AtomicU32::new(0));
+        let sleepers: Vec<_> = (0..4)
+            .map(|_| {
+                let word = Arc::clone(&word);
+                std::thread::spawn(move || {
+                    let started = Instant::now();
+                    // One futex sleep, not a loop: a sleeper the wake misses sleeps 10 s.
+                    wait(&word, 0, Some(Duration::from_secs(10)));
+                    started.elapsed()
+                })
+            })
+            .collect();
+        // Long enough for every thread to be asleep in the kernel.
+        std::thread::sleep(Duration::from_millis(300));
+        word.store(1, Ordering::SeqCst);
+        wake(&word);
+        for sleeper in sleepers {
+            let slept = sleeper.join().unwrap();
+            assert!(
+                slept < Duration::from_secs(5),
+                "a sleeper slept {slept:?}: not woken"
+            );
+        }
+    }
+}
