@@ -48,7 +48,7 @@ fn region_header() {
     random_inputs(2000, 200, shm_arena::fuzzing::region_header);
 }
 
-/// The region_header corpus holds headers this build accepts (an SPSC and an MPMC one, read as
+/// The region_header corpus holds headers this build accepts (SPSC, MPMC and broadcast ones, read as
 /// an 8-byte region length and then the header), so the fuzzer starts from the accepting path
 /// too, not only from rejections; a layout change that leaves them stale fails here.
 #[test]
@@ -69,8 +69,8 @@ fn region_header_corpus_has_accepted_headers() {
     modes.dedup();
     assert_eq!(
         modes,
-        [1, 2],
-        "accepted SPSC (1) and MPMC (2) headers in the corpus"
+        [1, 2, 3],
+        "accepted SPSC (1), MPMC (2) and broadcast (3) headers in the corpus"
     );
 }
 
