@@ -34,7 +34,7 @@ use shm_arena::{OwnedUnit, Region, RegionOptions};
 
 use crate::blob::{Blob, Owner};
 use crate::errors::{arena_full, to_py, CorruptError};
-use crate::reader::next_unit;
+use crate::take::next_unit;
 use crate::wait::seconds;
 use crate::writer::{bytes_of, commit, lock, push, WriterState};
 

@@ -4,7 +4,7 @@ use pyo3::create_exception;
 use pyo3::exceptions::{
     PyBlockingIOError, PyBufferError, PyException, PyOSError, PyTimeoutError, PyValueError,
 };
-use pyo3::PyErr;
+use pyo3::{PyErr, Python};
 use shm_arena::Error;
 
 create_exception!(
@@ -44,6 +44,14 @@ create_exception!(
     "Shared memory holds something the protocol can never produce."
 );
 
+create_exception!(
+    shm_arena,
+    LaggedError,
+    ShmArenaError,
+    "A leaky subscriber fell a ring's lap behind the writer: `missed` units are lost to it. \
+     The next call returns the oldest unit still in the ring."
+);
+
 /// The Python exception for a crate error; the message is the crate's, with its context.
 pub(crate) fn to_py(err: Error) -> PyErr {
     let message = err.to_string();
@@ -59,6 +67,7 @@ pub(crate) fn to_py(err: Error) -> PyErr {
         Error::RoleTaken { .. } => RoleTakenError::new_err(message),
         Error::Corrupt { .. } => CorruptError::new_err(message),
         Error::Io { .. } => PyOSError::new_err(message),
+        Error::Lagged { missed } => lagged(message, missed),
         _ => ShmArenaError::new_err(message),
     }
 }
@@ -77,4 +86,15 @@ pub(crate) fn arena_full(err: Error, nbytes: usize) -> PyErr {
         )),
         other => to_py(other),
     }
+}
+
+/// `LaggedError` with its `missed` attribute set.
+fn lagged(message: String, missed: u64) -> PyErr {
+    Python::attach(|py| {
+        let err = LaggedError::new_err(message);
+        match err.value(py).setattr("missed", missed) {
+            Ok(()) => err,
+            Err(failed) => failed,
+        }
+    })
 }

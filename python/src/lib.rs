@@ -4,6 +4,8 @@
 //! - `region.rs`: `Region` (create, open by name, attach writers and readers);
 //! - `writer.rs`: `Writer` and `UnitWriter` (a context manager that commits on exit);
 //! - `reader.rs`: `Reader` and `Unit` (blobs as memoryviews that keep the unit alive);
+//! - `subscriber.rs`: `Subscriber`, a broadcast region's reader (each sees every unit);
+//! - `take.rs`: taking units for both, waiting with the GIL released;
 //! - `blob.rs`: the buffer exporter behind every view of shared memory;
 //! - `encode.rs`, `decode.rs`: Python objects to and from the crate's `codec::Value` (`send`,
 //!   `recv`);
@@ -18,6 +20,8 @@ mod encode;
 mod errors;
 mod reader;
 mod region;
+mod subscriber;
+mod take;
 mod wait;
 mod writer;
 
@@ -31,6 +35,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<writer::UnitWriter>()?;
     m.add_class::<reader::Reader>()?;
     m.add_class::<reader::Unit>()?;
+    m.add_class::<subscriber::Subscriber>()?;
     m.add_class::<blob::Blob>()?;
     m.add_class::<arena::Arena>()?;
     m.add_class::<arena::ArenaWriter>()?;
@@ -42,5 +47,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ShutdownError", py.get_type::<errors::ShutdownError>())?;
     m.add("RoleTakenError", py.get_type::<errors::RoleTakenError>())?;
     m.add("CorruptError", py.get_type::<errors::CorruptError>())?;
+    m.add("LaggedError", py.get_type::<errors::LaggedError>())?;
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! The reading side from Python: `Reader`, and `Unit`, a committed unit whose blobs are
 //! zero-copy memoryviews of shared memory.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
@@ -12,35 +12,8 @@ use shm_arena::codec::Value;
 use crate::blob::{Blob, Owner};
 use crate::decode::{to_python, Source};
 use crate::errors::to_py;
-use crate::wait::{blocking, seconds};
-
-fn lock(reader: &Mutex<shm_arena::Reader>) -> PyResult<MutexGuard<'_, shm_arena::Reader>> {
-    reader
-        .lock()
-        .map_err(|_| PyRuntimeError::new_err("the reader failed earlier (poisoned)"))
-}
-
-/// Takes the next unit, waiting at most `timeout` (`None`: for ever) with the GIL released,
-/// signals checked every slice.
-pub(crate) fn next_unit(
-    py: Python<'_>,
-    reader: &Mutex<shm_arena::Reader>,
-    timeout: Option<std::time::Duration>,
-) -> PyResult<shm_arena::Result<OwnedUnit>> {
-    // A unit already there is taken without releasing the GIL (releasing and taking it back
-    // costs more than the take).
-    match lock(reader)?.try_next_unit() {
-        Ok(Some(unit)) => return Ok(Ok(unit.into_owned())),
-        Ok(None) => {}
-        Err(e) => return Ok(Err(e)),
-    }
-    blocking(py, timeout, |slice| {
-        let reader = reader.lock().map_err(|_| {
-            shm_arena::Error::InvalidArgument("the reader failed earlier (poisoned)".into())
-        })?;
-        reader.next_unit(slice).map(shm_arena::Unit::into_owned)
-    })
-}
+use crate::take::{lock, next_unit, try_next_unit};
+use crate::wait::seconds;
 
 /// Decodes `unit`'s value into Python objects.
 pub(crate) fn decode<'py>(
@@ -99,9 +72,8 @@ impl Reader {
 
     /// The next committed unit if there is one now (never waits), else `None`.
     fn try_next_unit(&self) -> PyResult<Option<Unit>> {
-        let reader = lock(&self.inner)?;
-        let unit = reader.try_next_unit().map_err(to_py)?;
-        Ok(unit.map(|u| Unit::new(u.into_owned())))
+        let unit = try_next_unit(&self.inner)?.map_err(to_py)?;
+        Ok(unit.map(Unit::new))
     }
 
     /// Bytes in the ring.

@@ -8,6 +8,7 @@ use shm_arena::{Backing, RegionOptions};
 
 use crate::errors::to_py;
 use crate::reader::Reader;
+use crate::subscriber::{parse_policy, Subscriber};
 use crate::wait::seconds;
 use crate::writer::{Writer, WriterState};
 
@@ -16,9 +17,16 @@ use crate::writer::{Writer, WriterState};
 /// children), `"named"` (a random POSIX shm name, for unrelated processes) or `"anonymous"`
 /// (this process's threads only).
 ///
+/// `subscribers=N` makes a broadcast region: one writer, up to `N` subscribers
+/// (`region.subscriber()`), each of which sees every unit; without it, each unit goes to the
+/// one reader (`region.reader()`).
+///
 /// ```python
 /// region = shm_arena.Region(1 << 20)
 /// writer, reader = region.writer(), region.reader()
+///
+/// news = shm_arena.Region(1 << 20, subscribers=4)
+/// a, b = news.subscriber(), news.subscriber("leaky")
 /// ```
 #[pyclass(module = "shm_arena", frozen)]
 pub struct Region {
@@ -28,8 +36,8 @@ pub struct Region {
 #[pymethods]
 impl Region {
     #[new]
-    #[pyo3(signature = (capacity, *, backing = "memfd"))]
-    fn new(capacity: u64, backing: &str) -> PyResult<Region> {
+    #[pyo3(signature = (capacity, *, backing = "memfd", subscribers = None))]
+    fn new(capacity: u64, backing: &str, subscribers: Option<u32>) -> PyResult<Region> {
         let backing = match backing {
             "memfd" => Backing::Memfd,
             "named" => Backing::Named,
@@ -40,8 +48,11 @@ impl Region {
                 )))
             }
         };
-        let inner = shm_arena::Region::create_with(RegionOptions::new(capacity).backing(backing))
-            .map_err(to_py)?;
+        let mut options = RegionOptions::new(capacity).backing(backing);
+        if let Some(n) = subscribers {
+            options = options.broadcast(n);
+        }
+        let inner = shm_arena::Region::create_with(options).map_err(to_py)?;
         Ok(Region { inner })
     }
 
@@ -62,11 +73,26 @@ impl Region {
         })
     }
 
-    /// Attaches this process's reader.
+    /// Attaches this process's reader (not on a broadcast region: use `subscriber`).
     fn reader(&self) -> PyResult<Reader> {
         let reader = self.inner.reader().map_err(to_py)?;
         Ok(Reader {
             inner: Mutex::new(reader),
+        })
+    }
+
+    /// Attaches a subscriber of a broadcast region (`Region(..., subscribers=N)`): it sees
+    /// every unit committed from now on. `policy` is `"backpressure"` (the default: the writer
+    /// waits for it, it misses nothing) or `"leaky"` (the writer never waits for its pace;
+    /// when lapped, its next call raises `LaggedError` with the number of units it missed).
+    ///
+    /// Raises `RoleTakenError` when all `N` slots are held by live subscribers, `ValueError`
+    /// for an unknown policy, `ShmArenaError` on a region that is not a broadcast one.
+    #[pyo3(signature = (policy = "backpressure"))]
+    fn subscriber(&self, policy: &str) -> PyResult<Subscriber> {
+        let subscriber = self.inner.subscriber(parse_policy(policy)?).map_err(to_py)?;
+        Ok(Subscriber {
+            inner: Mutex::new(subscriber),
         })
     }
 

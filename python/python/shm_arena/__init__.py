@@ -11,7 +11,8 @@ Two ways in:
   too (docs/FORMAT.md, "Across languages"); for raw units,
   ``with writer.begin_unit() as unit: unit.push(data); unit.blob_mut(n)``;
   ``unit = reader.next_unit(timeout)``, ``unit.blob(i)`` (a memoryview of shared memory),
-  ``unit.end_unit()``.
+  ``unit.end_unit()``. ``Region(capacity, subscribers=N)`` makes a broadcast region: one
+  writer, up to N ``region.subscriber(policy)`` that each see every unit, read-only.
 
 A view of shared memory (and any numpy array or tensor built on one) keeps its unit alive:
 the unit's space returns to the writer only when the last of them is gone, so ending a unit
@@ -25,12 +26,14 @@ from ._native import (
     Blob,
     ClosedError,
     CorruptError,
+    LaggedError,
     PeerGoneError,
     Reader,
     Region,
     RoleTakenError,
     ShmArenaError,
     ShutdownError,
+    Subscriber,
     Unit,
     UnitWriter,
     Writer,
@@ -43,12 +46,14 @@ __all__ = [
     "Blob",
     "ClosedError",
     "CorruptError",
+    "LaggedError",
     "PeerGoneError",
     "Reader",
     "Region",
     "RoleTakenError",
     "ShmArenaError",
     "ShutdownError",
+    "Subscriber",
     "Unit",
     "UnitWriter",
     "Writer",

@@ -12,16 +12,29 @@ class ShutdownError(ClosedError): ...
 class RoleTakenError(ShmArenaError): ...
 class CorruptError(ShmArenaError): ...
 
+class LaggedError(ShmArenaError):
+    """A leaky subscriber was lapped; the next call returns the oldest unit still in the ring."""
+
+    missed: int
+
 class Region:
     """One shared mapping: a header and a ring of ``capacity`` bytes (a power of two)."""
 
     def __init__(
-        self, capacity: int, *, backing: Literal["memfd", "named", "anonymous"] = "memfd"
-    ) -> None: ...
+        self,
+        capacity: int,
+        *,
+        backing: Literal["memfd", "named", "anonymous"] = "memfd",
+        subscribers: Optional[int] = None,
+    ) -> None:
+        """``subscribers=N``: a broadcast region (one writer, up to N subscribers that each see
+        every unit)."""
     @staticmethod
     def open_name(name: str) -> Region: ...
     def writer(self, *, timeout: Optional[float] = 60.0) -> Writer: ...
     def reader(self) -> Reader: ...
+    def subscriber(self, policy: Literal["backpressure", "leaky"] = "backpressure") -> Subscriber:
+        """Attaches a subscriber of a broadcast region; it sees every unit from now on."""
     @property
     def capacity(self) -> int: ...
     @property
@@ -70,6 +83,18 @@ class Reader:
         views of shared memory that keep the unit alive (``copy=True``: owned copies)."""
     @property
     def capacity(self) -> int: ...
+
+class Subscriber:
+    """One subscriber of a broadcast region: every unit, in order, as read-only views."""
+
+    def next_unit(self, timeout: Optional[float] = None) -> Unit: ...
+    def try_next_unit(self) -> Optional[Unit]: ...
+    def recv(self, timeout: Optional[float] = None, *, copy: bool = False) -> Any:
+        """The next value sent with ``Writer.send``; raises ``LaggedError`` once when lapped."""
+    @property
+    def policy(self) -> Literal["backpressure", "leaky"]: ...
+    @property
+    def slot(self) -> int: ...
 
 class Unit:
     """A committed unit; its blobs are read-only memoryviews of shared memory."""
