@@ -4,6 +4,7 @@ use pyo3::create_exception;
 use pyo3::exceptions::{
     PyBlockingIOError, PyBufferError, PyException, PyOSError, PyTimeoutError, PyValueError,
 };
+use pyo3::types::PyAnyMethods;
 use pyo3::{PyErr, Python};
 use shm_arena::Error;
 

@@ -87,10 +87,13 @@ impl Region {
     /// when lapped, its next call raises `LaggedError` with the number of units it missed).
     ///
     /// Raises `RoleTakenError` when all `N` slots are held by live subscribers, `ValueError`
-    /// for an unknown policy, `ShmArenaError` on a region that is not a broadcast one.
+    /// for an unknown policy or on a region that is not a broadcast one.
     #[pyo3(signature = (policy = "backpressure"))]
     fn subscriber(&self, policy: &str) -> PyResult<Subscriber> {
-        let subscriber = self.inner.subscriber(parse_policy(policy)?).map_err(to_py)?;
+        let subscriber = self
+            .inner
+            .subscriber(parse_policy(policy)?)
+            .map_err(to_py)?;
         Ok(Subscriber {
             inner: Mutex::new(subscriber),
         })
