@@ -10,7 +10,7 @@ use crate::layout::{
 use crate::ring::presence::{any_pid, attach, detach, presence, still_held, Held, Presence};
 use crate::storage::{Storage, Store};
 use crate::sync::{fence, Ordering};
-use crate::wait::{notify, Signal};
+use crate::wait::{notify, wake_if_waiting, Signal};
 use crate::{Error, Result};
 
 use super::seqlock;
@@ -133,6 +133,11 @@ fn join(store: &Store, slot: u32, policy: Policy) -> Result<(u64, u64)> {
     };
     // Release: pairs with the writer's Acquire pin loads in `min_pin`.
     words.pin.store(pin, Ordering::Release);
+    // SeqCst fence: pairs with the fence of a writer about to sleep in `wait_for` (armed, then
+    // its poll loads the pins): a writer that saw the pin at the tail is woken (loom found the
+    // lost wake-up without this).
+    fence(Ordering::SeqCst);
+    wake_if_waiting(store, Signal::Space(0));
     Ok((head, seq + count))
 }
 

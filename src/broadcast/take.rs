@@ -151,12 +151,15 @@ impl Cursor {
     fn unpin_if_idle(&mut self, store: &Store) {
         if self.policy == Policy::Leaky && self.taken.is_empty() && self.pin != UNPINNED {
             self.pin = UNPINNED;
-            // Relaxed: lowering the writer's bound needs no ordering (a later pin comes with
-            // its own fence).
+            // Relaxed: nothing was read under this pin (a later pin comes with its own fence).
             store
                 .reader_slot(self.slot)
                 .pin
                 .store(UNPINNED, Ordering::Relaxed);
+            // SeqCst fence: pairs with the fence of a writer about to sleep in `wait_for`: one
+            // that saw our pin while we looked for a unit is woken.
+            fence(Ordering::SeqCst);
+            wake_if_waiting(store, Signal::Space(0));
         }
     }
 

@@ -228,7 +228,7 @@ impl OwnedUnit {
     /// # Ok::<(), shm_arena::Error>(())
     /// ```
     pub fn blob_ptr(&self, index: usize) -> Result<(*mut u8, usize)> {
-        self.view.blob_range(&self.store, index)
+        self.view.blob_range(&self.store, index, !self.is_shared())
     }
 }
 

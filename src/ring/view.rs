@@ -80,7 +80,7 @@ impl View {
     /// Blob `index` as a slice of the store's memory.
     #[inline]
     pub(crate) fn blob<'s>(&self, store: &'s Store, index: usize) -> Result<&'s [u8]> {
-        let (ptr, len) = self.blob_range(store, index)?;
+        let (ptr, len) = self.blob_range(store, index, false)?;
         // SAFETY: `blob_range` checked that the range lies inside this unit's span and does not
         // cross the ring's end (or is empty at the unit's aligned start); the unit stays
         // reserved for the reader until it is ended, which needs the guard the returned borrow
@@ -89,10 +89,24 @@ impl View {
     }
 
     /// Blob `index` as a pointer and length into the store's memory, validated as for
-    /// [`blob`](Self::blob); the pointer may be written through by a caller that owns the
-    /// unit's bytes (the ring's one reader, once it holds the unit).
+    /// [`blob`](Self::blob); with `write`, the pointer may be written through by a caller that
+    /// owns the unit's bytes (the ring's one reader, once it holds the unit), otherwise it is
+    /// for reading only (a broadcast subscriber's unit is read by the others at the same time;
+    /// the loom model tells the two accesses apart).
     #[inline]
-    pub(crate) fn blob_range(&self, store: &Store, index: usize) -> Result<(*mut u8, usize)> {
+    pub(crate) fn blob_range(
+        &self,
+        store: &Store,
+        index: usize,
+        write: bool,
+    ) -> Result<(*mut u8, usize)> {
+        let bytes = |pos: u64, len: u64| {
+            if write {
+                store.bytes_for_write(self.lane, pos, len)
+            } else {
+                store.bytes_for_read(self.lane, pos, len).cast_mut()
+            }
+        };
         let i = index as u64;
         if i >= self.count {
             return Err(Error::InvalidArgument(format!(
@@ -121,7 +135,7 @@ impl View {
         if len == 0 {
             // An empty range at the unit's (64-aligned) start, so even empty blobs are aligned
             // for typed views.
-            return Ok((store.bytes_for_write(self.lane, self.start, 0), 0));
+            return Ok((bytes(self.start, 0), 0));
         }
         let ok = rel % BLOB_ALIGN == 0
             && rel >= RECORD_SIZE
@@ -137,7 +151,7 @@ impl View {
                 self.start,
             ));
         }
-        let ptr = store.bytes_for_write(self.lane, self.start + rel, len);
+        let ptr = bytes(self.start + rel, len);
         debug_assert_eq!(ptr as usize % BLOB_ALIGN as usize, 0);
         Ok((ptr, len as usize))
     }
