@@ -23,4 +23,4 @@ ensure_nightly miri rust-src
 export CARGO_TARGET_DIR=target/miri
 cargo "+$NIGHTLY" miri setup
 MIRIFLAGS="-Zmiri-strict-provenance -Zmiri-disable-weak-memory-emulation ${MIRIFLAGS:-}" \
-    cargo "+$NIGHTLY" miri test --test model --test mpmc_model --test codec "$@"
+    cargo "+$NIGHTLY" miri test --test model --test mpmc_model --test broadcast_model --test codec "$@"
