@@ -12,6 +12,7 @@
 //!
 //! Run through `ci/bench-report.sh`, which builds this in release mode.
 
+mod fanout;
 mod mpmc_case;
 mod procs;
 mod threads;
@@ -431,9 +432,60 @@ fn sweep(s: &Settings, out: &mut Output) {
     }
 }
 
+/// Case 11: one writer, 2 and 4 subscriber processes (broadcast), 64 B and 4 MiB units:
+/// the slowest subscriber's throughput, and paced one-way latency over all subscribers.
+fn case11(s: &Settings, out: &mut Output) {
+    for subscribers in [2usize, 4] {
+        for (size, label) in [(64usize, "64 B"), (4 << 20, "4 MiB")] {
+            let units: u64 = match (size, s.quick) {
+                (64, true) => 200_000,
+                (64, false) => 1_000_000,
+                (_, true) => 100,
+                (_, false) => 400,
+            };
+            let mut cs = vec![contender("shm-arena", "ours", move || {
+                fanout::arena(subscribers, size, units, fanout::Mode::Throughput)
+            })];
+            #[cfg(feature = "iceoryx2")]
+            cs.push(contender("iceoryx2", "peer", move || {
+                fanout::iceoryx2(subscribers, size, units, fanout::Mode::Throughput)
+            }));
+            cs.push(contender("memcpy", "limit", move || {
+                gb_per_sec(size, units, threads::memcpy(size, units))
+            }));
+            out.throughput(
+                s,
+                &format!("11 broadcast, 1 writer -> {subscribers} subscriber processes, {label} units, slowest subscriber"),
+                "GB/s",
+                &mut cs,
+            );
+            // Paced: a unit every 500 us (64 B) or 5 ms (4 MiB), far apart enough that nothing
+            // queues and the writer sleeps between units.
+            let (gap, units) = match (size, s.quick) {
+                (64, true) => (Duration::from_micros(500), 1_000),
+                (64, false) => (Duration::from_micros(500), 4_000),
+                (_, true) => (Duration::from_millis(5), 40),
+                (_, false) => (Duration::from_millis(5), 200),
+            };
+            let mut cs = vec![contender("shm-arena", "ours", move || {
+                fanout::arena(subscribers, size, units, fanout::Mode::Latency(gap))
+            })];
+            #[cfg(feature = "iceoryx2")]
+            cs.push(contender("iceoryx2", "peer", move || {
+                fanout::iceoryx2(subscribers, size, units, fanout::Mode::Latency(gap))
+            }));
+            out.latency(
+                s,
+                &format!("11 broadcast, 1 writer -> {subscribers} subscriber processes, {label} one-way latency (paced)"),
+                &mut cs,
+            );
+        }
+    }
+}
+
 const USAGE: &str = "usage: shm-arena-peers [--quick] [--cases LIST] [--out FILE]
   --quick       shorter runs (the whole report in well under 3 minutes)
-  --cases LIST  comma-separated subset of 1,2,3,4,5,6,7,sweep (default: all)
+  --cases LIST  comma-separated subset of 1,2,3,4,5,6,7,11,sweep (default: all)
   --out FILE    where to write the raw JSON (default: stdout)";
 
 fn main() {
@@ -446,7 +498,7 @@ fn main() {
         return;
     }
     let mut quick = false;
-    let mut cases = "1,2,3,4,5,6,7,sweep".to_string();
+    let mut cases = "1,2,3,4,5,6,7,11,sweep".to_string();
     let mut out_path = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -485,6 +537,7 @@ fn main() {
             // Python script (spdl_bench.py) run by ci/bench-report.sh.
             "6" => case6,
             "7" => case7,
+            "11" => case11,
             "sweep" => sweep,
             other => {
                 eprintln!("unknown case {other:?}\n{USAGE}");

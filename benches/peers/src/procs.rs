@@ -21,7 +21,7 @@ use crate::util::{
 /// Ping-pong and wake-up payloads.
 const SMALL: usize = 64;
 
-fn arg<T: std::str::FromStr>(args: &[String], i: usize) -> T {
+pub(crate) fn arg<T: std::str::FromStr>(args: &[String], i: usize) -> T {
     args.get(i)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("child argument {i} missing or malformed: {args:?}"))
@@ -44,7 +44,7 @@ fn region_for(size: usize) -> Region {
 
 #[cfg(feature = "iceoryx2")]
 /// iceoryx2 service names must be unique per run (a killed run may leave its files behind).
-fn iox_name(what: &str) -> String {
+pub(crate) fn iox_name(what: &str) -> String {
     use std::sync::atomic::AtomicUsize;
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     format!(
@@ -55,7 +55,7 @@ fn iox_name(what: &str) -> String {
 }
 
 #[cfg(feature = "iceoryx2")]
-fn iox_node() -> Node<ipc::Service> {
+pub(crate) fn iox_node() -> Node<ipc::Service> {
     NodeBuilder::new()
         .create::<ipc::Service>()
         .expect("iceoryx2 node")
@@ -105,7 +105,7 @@ fn iox_publisher(
 
 #[cfg(feature = "iceoryx2")]
 /// Busy-polls an iceoryx2 subscriber (how iceoryx2's own benchmarks receive).
-fn iox_receive(
+pub(crate) fn iox_receive(
     subscriber: &iceoryx2::port::subscriber::Subscriber<ipc::Service, [u8], ()>,
 ) -> Option<iceoryx2::sample::Sample<ipc::Service, [u8], ()>> {
     let start = Instant::now();
@@ -797,7 +797,10 @@ pub fn child_main(kind: &str, args: &[String]) {
         "wake-arena" => wake_arena_child(args),
         "wake-pipe" => wake_pipe_child(args),
         "wake-futex" => wake_futex_child(args),
-        other => panic!("unknown child kind {other:?}"),
+        other => assert!(
+            crate::fanout::child_main(other, args),
+            "unknown child kind {other:?}"
+        ),
     }
 }
 
