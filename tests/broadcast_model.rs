@@ -221,7 +221,7 @@ proptest! {
     #[test]
     fn broadcast_model(
         policies in prop::collection::vec(policy(), 1..=3),
-        ops in prop::collection::vec(op(), 1..300),
+        ops in prop::collection::vec(op(), 1..if cfg!(miri) { 60 } else { 300 }),
     ) {
         run(policies, ops)?;
     }
