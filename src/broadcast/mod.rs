@@ -8,6 +8,7 @@
 //!   the writer's scan of the pins, dead subscribers.
 //! - [`reclaim`]: the writer's side: which units it may reuse, and the fence pair with leaky
 //!   subscribers.
+//! - [`units`]: the committed units between the tail and the head, from their records.
 //! - [`take`]: a subscriber's side: taking units in order, lag, and ending units in any order
 //!   with process-private bookkeeping.
 
@@ -16,3 +17,4 @@ pub(crate) mod reclaim;
 pub(crate) mod seqlock;
 pub(crate) mod slots;
 pub(crate) mod take;
+pub(crate) mod units;

@@ -3,11 +3,11 @@
 
 use std::collections::VecDeque;
 
-use crate::layout::{BLOB_ALIGN, COMMITTED, RECORD_SIZE};
 use crate::storage::{Storage, Store};
 use crate::sync::{fence, Ordering};
-use crate::{Error, Result};
+use crate::Result;
 
+use super::units::each_unit;
 use super::{seqlock, slots};
 
 /// The writer's private account of the units in the ring: their starts in order, and how many
@@ -32,33 +32,8 @@ impl Reclaimer {
     /// [`Error::Corrupt`] if the cursors or a record between them are impossible.
     pub(crate) fn attach(store: &Store, head: u64) -> Result<Reclaimer> {
         let (tail, seq) = seqlock::read(store)?;
-        let cap = store.capacity();
-        if tail % BLOB_ALIGN != 0 || tail > head || head - tail > cap {
-            return Err(Error::corrupt(
-                format!("broadcast tail {tail} and head {head} are not a valid ring state"),
-                tail,
-            ));
-        }
         let mut units = VecDeque::new();
-        let mut at = tail;
-        while at < head {
-            let rec = store.record(0, at);
-            // Acquire: pairs with the Release stamp store of the commit that wrote it.
-            let word = rec.word.load(Ordering::Acquire);
-            let span = rec.span.load(Ordering::Relaxed);
-            if word != at | COMMITTED
-                || span % BLOB_ALIGN != 0
-                || span < RECORD_SIZE
-                || span > head - at
-            {
-                return Err(Error::corrupt(
-                    format!("broadcast unit at {at} (stamp {word:#x}, span {span}) below the head"),
-                    at,
-                ));
-            }
-            units.push_back(at);
-            at += span;
-        }
+        each_unit(store, tail, head, |at| units.push_back(at))?;
         Ok(Reclaimer {
             units,
             seq,

@@ -4,8 +4,7 @@
 use super::policy::Policy;
 use crate::error::Role;
 use crate::layout::{
-    Participant, BLOB_ALIGN, COMMITTED, POLICY_BACKPRESSURE, POLICY_LEAKY, RECORD_SIZE,
-    SLOT_ATTACHED, SLOT_DETACHED, UNPINNED,
+    Participant, POLICY_BACKPRESSURE, POLICY_LEAKY, SLOT_ATTACHED, SLOT_DETACHED, UNPINNED,
 };
 use crate::ring::presence::{any_pid, attach, detach, presence, still_held, Held, Presence};
 use crate::storage::{Storage, Store};
@@ -14,6 +13,7 @@ use crate::wait::{notify, wake_if_waiting, Signal};
 use crate::{Error, Result};
 
 use super::seqlock;
+use super::units::each_unit;
 
 /// Where a subscriber that just attached starts.
 #[derive(Debug)]
@@ -80,7 +80,6 @@ pub(crate) fn attach_subscriber(store: &Store, policy: Policy) -> Result<Start> 
 fn join(store: &Store, slot: u32, policy: Policy) -> Result<(u64, u64)> {
     let words = store.reader_slot(slot);
     let lane = store.lane(0);
-    let cap = store.capacity();
     let (tail, seq) = loop {
         let (tail, seq) = seqlock::read(store)?;
         words.pin.store(tail, Ordering::Relaxed);
@@ -96,36 +95,9 @@ fn join(store: &Store, slot: u32, policy: Policy) -> Result<(u64, u64)> {
     // Acquire: pairs with the Release head store of the writer's commits: the records before
     // it are complete.
     let head = lane.head.0.load(Ordering::Acquire);
-    if tail % BLOB_ALIGN != 0 || head % BLOB_ALIGN != 0 || head < tail || head - tail > cap {
-        return Err(Error::corrupt(
-            format!("broadcast tail {tail} and head {head} are not a valid ring state"),
-            tail,
-        ));
-    }
     // The pinned units, from the tail to the head: count them.
     let mut count = 0u64;
-    let mut at = tail;
-    while at < head {
-        let rec = store.record(0, at);
-        // Relaxed: the Acquire head load above made every record before the head visible,
-        // and the pin keeps the writer off them.
-        let word = rec.word.load(Ordering::Relaxed);
-        let span = rec.span.load(Ordering::Relaxed);
-        if word != at | COMMITTED
-            || span % BLOB_ALIGN != 0
-            || span < RECORD_SIZE
-            || span > head - at
-        {
-            return Err(Error::corrupt(
-                format!(
-                    "broadcast unit at {at} (stamp {word:#x}, span {span}) below the head {head}"
-                ),
-                at,
-            ));
-        }
-        at += span;
-        count += 1;
-    }
+    each_unit(store, tail, head, |_| count += 1)?;
     words.cursor.store(head, Ordering::Relaxed);
     let pin = match policy {
         Policy::Backpressure => head,

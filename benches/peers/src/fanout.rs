@@ -257,35 +257,6 @@ fn arena_child(args: &[String]) {
     meter.report(units, &mut out);
 }
 
-#[cfg(feature = "iceoryx2")]
-type IoxService =
-    iceoryx2::service::port_factory::publish_subscribe::PortFactory<ipc::Service, [u8], ()>;
-
-#[cfg(feature = "iceoryx2")]
-fn iox_service(
-    node: &Node<ipc::Service>,
-    name: &str,
-    create: bool,
-    subscribers: usize,
-    buffer: usize,
-) -> IoxService {
-    let name: ServiceName = name.try_into().expect("service name");
-    let builder = node
-        .service_builder(&name)
-        .publish_subscribe::<[u8]>()
-        .max_publishers(1)
-        .max_subscribers(subscribers)
-        .history_size(0)
-        .subscriber_max_buffer_size(buffer)
-        // Back-pressure instead of dropping: every unit must arrive.
-        .enable_safe_overflow(false);
-    if create {
-        builder.create().expect("create iceoryx2 service")
-    } else {
-        builder.open().expect("open iceoryx2 service")
-    }
-}
-
 /// Marks the hello samples the publisher sends until every subscriber is connected.
 #[cfg(feature = "iceoryx2")]
 const HELLO: u64 = u64::MAX;
@@ -296,7 +267,7 @@ pub fn iceoryx2(subscribers: usize, size: usize, units: u64, mode: Mode) -> Vec<
     let node = crate::procs::iox_node();
     let name = crate::procs::iox_name("fanout");
     let buffer = in_flight(size);
-    let service = iox_service(&node, &name, true, subscribers, buffer);
+    let service = crate::procs::iox_service(&node, &name, true, subscribers, buffer);
     let publisher = service
         .publisher_builder()
         .initial_max_slice_len(size)
@@ -359,7 +330,7 @@ fn iceoryx2_child(args: &[String]) {
         (arg(args, 0), arg(args, 1), Mode::parse(&args[2]));
     let mut out = std::fs::File::from(inherited_fds().pop().expect("report fd"));
     let node = crate::procs::iox_node();
-    let service = iox_service(&node, &args[3], false, arg(args, 4), arg(args, 5));
+    let service = crate::procs::iox_service(&node, &args[3], false, arg(args, 4), arg(args, 5));
     let subscriber = service
         .subscriber_builder()
         .buffer_size(arg(args, 5))

@@ -62,10 +62,11 @@ pub(crate) fn iox_node() -> Node<ipc::Service> {
 }
 
 #[cfg(feature = "iceoryx2")]
-fn iox_service(
+pub(crate) fn iox_service(
     node: &Node<ipc::Service>,
     name: &str,
     create: bool,
+    subscribers: usize,
     buffer: usize,
 ) -> iceoryx2::service::port_factory::publish_subscribe::PortFactory<ipc::Service, [u8], ()> {
     let name: ServiceName = name.try_into().expect("service name");
@@ -73,7 +74,7 @@ fn iox_service(
         .service_builder(&name)
         .publish_subscribe::<[u8]>()
         .max_publishers(1)
-        .max_subscribers(1)
+        .max_subscribers(subscribers)
         .history_size(0)
         .subscriber_max_buffer_size(buffer)
         // Back-pressure instead of dropping: every unit must arrive.
@@ -211,8 +212,8 @@ pub fn pingpong_iceoryx2(rounds: usize, mut warmup: usize, budget: Duration) -> 
     let _pin = crate::util::pin_parent();
     let node = iox_node();
     let (ping_name, pong_name) = (iox_name("ping"), iox_name("pong"));
-    let ping = iox_service(&node, &ping_name, true, 2);
-    let pong = iox_service(&node, &pong_name, true, 2);
+    let ping = iox_service(&node, &ping_name, true, 1, 2);
+    let pong = iox_service(&node, &pong_name, true, 1, 2);
     let publisher = iox_publisher(&ping, SMALL);
     let subscriber = pong.subscriber_builder().create().expect("subscriber");
     let (done_rx, done_tx) = done_pipe();
@@ -266,8 +267,8 @@ fn pingpong_iceoryx2_child(args: &[String]) {
     let rounds: usize = arg(args, 0);
     let done = inherited_fds().pop().expect("done fd");
     let node = iox_node();
-    let ping = iox_service(&node, &args[1], false, 2);
-    let pong = iox_service(&node, &args[2], false, 2);
+    let ping = iox_service(&node, &args[1], false, 1, 2);
+    let pong = iox_service(&node, &args[2], false, 1, 2);
     let subscriber = ping.subscriber_builder().create().expect("subscriber");
     let publisher = iox_publisher(&pong, SMALL);
     let src = source(SMALL);
@@ -515,7 +516,7 @@ pub fn stream_iceoryx2(size: usize, units: u64) -> f64 {
     let name = iox_name("stream");
     // As many samples in flight as shm-arena's ring holds units of this size (at least 2).
     let buffer = iox_buffer(size);
-    let service = iox_service(&node, &name, true, buffer);
+    let service = iox_service(&node, &name, true, 1, buffer);
     let subscriber = service
         .subscriber_builder()
         .buffer_size(buffer)
@@ -562,7 +563,7 @@ fn stream_iceoryx2_child(args: &[String]) {
     let (size, units): (usize, u64) = (arg(args, 0), arg(args, 1));
     let mut control = std::fs::File::from(inherited_fds().pop().expect("control fd"));
     let node = iox_node();
-    let service = iox_service(&node, &args[2], false, arg(args, 3));
+    let service = iox_service(&node, &args[2], false, 1, arg(args, 3));
     let publisher = iox_publisher(&service, size);
     let src = source(size);
     publisher
