@@ -82,3 +82,8 @@ pub(crate) const SWITCHED: Duration = Duration::from_micros(1);
 /// A waiter that believes it has its CPU to itself checks that belief with a timed yield at
 /// the start of one wait in this many (probing every wait slows a ping-pong).
 pub(crate) const PROBE_EVERY: u32 = 64;
+
+/// A busy-polling subscriber (`Subscriber::set_busy_poll`) yields the CPU once per this many
+/// polls: often enough that a subscriber sharing its CPU with the writer lets it run within
+/// microseconds, rarely enough that the yield system call is noise next to the polls.
+pub(crate) const BUSY_POLLS_PER_YIELD: u32 = 256;

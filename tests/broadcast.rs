@@ -451,3 +451,30 @@ fn broadcast_a_subscriber_waiting_without_units_times_out_and_wakes_on_commit() 
         assert_eq!(w.join().unwrap(), 42);
     }
 }
+
+#[test]
+fn broadcast_a_busy_polling_subscriber_gets_every_unit_times_out_and_sees_the_end() {
+    let region = region(4096, 2);
+    let mut busy = region.subscriber(Policy::Backpressure).unwrap();
+    busy.set_busy_poll(true);
+    let started = Instant::now();
+    assert!(matches!(
+        busy.next_unit(Duration::from_millis(30)),
+        Err(Error::Timeout { .. })
+    ));
+    assert!(started.elapsed() >= Duration::from_millis(30));
+    let mut writer = region.writer().unwrap();
+    let reader = std::thread::spawn(move || {
+        for expected in 0..2_000 {
+            let unit = busy.next_unit(SECOND * 10).unwrap();
+            assert_eq!(check(unit.blob(0).unwrap()), expected);
+        }
+        busy.next_unit(SECOND * 10).map(|_| ()).unwrap_err()
+    });
+    writer.set_timeout(Some(SECOND * 10));
+    for seq in 0..2_000 {
+        writer.write_unit(&[&payload(seq, 300)]).unwrap();
+    }
+    drop(writer);
+    assert!(matches!(reader.join().unwrap(), Error::Closed(_)));
+}

@@ -88,12 +88,16 @@ impl Region {
     ///
     /// Raises `RoleTakenError` when all `N` slots are held by live subscribers, `ValueError`
     /// for an unknown policy or on a region that is not a broadcast one.
-    #[pyo3(signature = (policy = "backpressure"))]
-    fn subscriber(&self, policy: &str) -> PyResult<Subscriber> {
-        let subscriber = self
+    ///
+    /// `busy_poll=True` makes its waits poll without sleeping: a CPU for as long as it waits,
+    /// for the lowest latency when every busy subscriber has a CPU of its own.
+    #[pyo3(signature = (policy = "backpressure", *, busy_poll = false))]
+    fn subscriber(&self, policy: &str, busy_poll: bool) -> PyResult<Subscriber> {
+        let mut subscriber = self
             .inner
             .subscriber(parse_policy(policy)?)
             .map_err(to_py)?;
+        subscriber.set_busy_poll(busy_poll);
         Ok(Subscriber {
             inner: Mutex::new(subscriber),
         })

@@ -245,3 +245,16 @@ def test_a_dead_writer_is_reported_to_every_subscriber_after_what_it_committed()
         with pytest.raises(shm_arena.PeerGoneError):
             sub.recv(None)  # no deadline: each slice of the wait looks at the writer
         assert time.monotonic() - started < 5
+
+
+def test_a_busy_polling_subscriber_gets_what_a_sleeping_one_gets():
+    region = shm_arena.Region(1 << 16, subscribers=2)
+    busy = region.subscriber(busy_poll=True)
+    asleep = region.subscriber("leaky")
+    writer = region.writer(timeout=2.0)
+    with pytest.raises(TimeoutError):
+        busy.recv(0.05)
+    for seq in range(50):
+        writer.send({"seq": seq})
+    assert [busy.recv(1.0)["seq"] for _ in range(50)] == list(range(50))
+    assert [asleep.recv(1.0)["seq"] for _ in range(50)] == list(range(50))

@@ -206,8 +206,9 @@ fn pace(deadline: Instant) {
     }
 }
 
-/// shm-arena: a broadcast region, backpressure subscribers.
-pub fn arena(subscribers: usize, size: usize, units: u64, mode: Mode) -> Vec<f64> {
+/// shm-arena: a broadcast region, backpressure subscribers; `busy`: they busy-poll
+/// (`Subscriber::set_busy_poll`) as iceoryx2's do, instead of sleeping between units.
+pub fn arena(subscribers: usize, size: usize, units: u64, mode: Mode, busy: bool) -> Vec<f64> {
     let region =
         Region::create_with(RegionOptions::new(ring_bytes(size)).broadcast(subscribers as u32))
             .expect("broadcast region");
@@ -216,7 +217,12 @@ pub fn arena(subscribers: usize, size: usize, units: u64, mode: Mode) -> Vec<f64
         .expect("memfd")
         .try_clone_to_owned()
         .expect("dup");
-    let args = [size.to_string(), units.to_string(), mode.arg()];
+    let args = [
+        size.to_string(),
+        units.to_string(),
+        mode.arg(),
+        u8::from(busy).to_string(),
+    ];
     let mut children = Children::spawn("fanout-arena", subscribers, &args, &[&fd]);
     children.wait_ready();
     let mut writer = region.writer().expect("writer");
@@ -243,7 +249,8 @@ fn arena_child(args: &[String]) {
     let mut fds = inherited_fds();
     let mut out = std::fs::File::from(fds.pop().expect("report fd"));
     let region = Region::open_fd(fds.pop().expect("memfd")).expect("open region");
-    let sub = region.subscriber(Policy::Backpressure).expect("subscriber");
+    let mut sub = region.subscriber(Policy::Backpressure).expect("subscriber");
+    sub.set_busy_poll(args[3] == "1");
     out.write_all(b"R").expect("ready");
     let mut meter = Meter::new(mode, size, units);
     for seq in 0..units {

@@ -444,7 +444,7 @@ fn case11(s: &Settings, out: &mut Output) {
                 (_, false) => 400,
             };
             let mut cs = vec![contender("shm-arena", "ours", move || {
-                fanout::arena(subscribers, size, units, fanout::Mode::Throughput)
+                fanout::arena(subscribers, size, units, fanout::Mode::Throughput, false)
             })];
             #[cfg(feature = "iceoryx2")]
             cs.push(contender("iceoryx2", "peer", move || {
@@ -467,18 +467,23 @@ fn case11(s: &Settings, out: &mut Output) {
                 (_, true) => (Duration::from_millis(5), 40),
                 (_, false) => (Duration::from_millis(5), 200),
             };
-            let mut cs = vec![contender("shm-arena", "ours", move || {
-                fanout::arena(subscribers, size, units, fanout::Mode::Latency(gap))
-            })];
-            #[cfg(feature = "iceoryx2")]
-            cs.push(contender("iceoryx2", "peer", move || {
-                fanout::iceoryx2(subscribers, size, units, fanout::Mode::Latency(gap))
-            }));
-            out.latency(
-                s,
-                &format!("11 broadcast, 1 writer -> {subscribers} subscriber processes, {label} one-way latency (paced)"),
-                &mut cs,
-            );
+            // Twice: our subscribers sleeping between units (the default), then busy-polling
+            // as iceoryx2's always do (like for like); iceoryx2 runs in both.
+            for busy in [false, true] {
+                let mut cs = vec![contender("shm-arena", "ours", move || {
+                    fanout::arena(subscribers, size, units, fanout::Mode::Latency(gap), busy)
+                })];
+                #[cfg(feature = "iceoryx2")]
+                cs.push(contender("iceoryx2", "peer", move || {
+                    fanout::iceoryx2(subscribers, size, units, fanout::Mode::Latency(gap))
+                }));
+                let how = if busy { "busy-polling" } else { "sleeping" };
+                out.latency(
+                    s,
+                    &format!("11 broadcast, 1 writer -> {subscribers} subscriber processes, {label} one-way latency (paced, our subscribers {how})"),
+                    &mut cs,
+                );
+            }
         }
     }
 }
