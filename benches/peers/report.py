@@ -36,6 +36,7 @@ TARGETS = [
     ("5 ", "throughput", "crossbeam ArrayQueue", 1.0),
     ("6 ", "throughput (2 MiB)", "SPDL best", 3.0),
     ("6 ", "throughput (32 MiB)", "SPDL best", 1.5),
+    ("6 worker pipeline (send", "throughput (32 MiB)", "limit", 0.8),
     ("7 ", "latency median", "pipe", 1.0),
     ("8 ", "throughput (2 MiB)", "SPDL best", 1.0),
     ("8 ", "throughput (32 MiB)", "SPDL best", 1.0),
@@ -51,6 +52,9 @@ TARGETS = [
 
 # Modes of spdl_bench.py that are SPDL's own transports (the peers), and ours.
 SPDL_MODES = ("pool", "ring", "none")
+# The same arenas with prepared items (spdl_bench.py's `Items`), the peers of our
+# "send, prepared item" variant.
+SPDL_PREPARED_MODES = ("pool_prepared", "ring_prepared")
 
 
 def target_for(case: str, metric: str, peer: str):
@@ -121,12 +125,16 @@ def make_row(case, metric, unit, hib, ours, peer, peer_value, label=None) -> dic
 
 
 def spdl_rows(ours6: list[dict], spdl: dict) -> list[dict]:
-    """Case 6 rows: each of our measurements against every SPDL mode of the same item size,
-    and against SPDL's best (the target's reference)."""
+    """Case 6 rows: each of our measurements against every SPDL mode of the same item size
+    made the same way (refilled, or prepared once: see spdl_bench.py's ``Items``), against
+    SPDL's best of those (the target's reference), and against one core copying the bytes
+    each item costs (one copy prepared or in place, two refilled and sent)."""
     rows = []
     for m in ours6:
+        prepared = "prepared" in m["case"]
+        modes = SPDL_PREPARED_MODES if prepared else SPDL_MODES
         theirs = [r for r in spdl["results"]
-                  if r["size"] == m["size"] and r["mode"] in SPDL_MODES]
+                  if r["size"] == m["size"] and r["mode"] in modes]
         if not theirs:
             continue
         best = max(theirs, key=lambda r: r["items_per_s"])
@@ -136,6 +144,13 @@ def spdl_rows(ours6: list[dict], spdl: dict) -> list[dict]:
                                  f"SPDL {spdl.get('spdl_version', '')} {r['mode']}"))
         rows.append(make_row(m["case"], m["metric"], "items/s", True, m["value"], "SPDL best",
                              best["items_per_s"], f"SPDL best ({best['mode']})"))
+        memcpy = [r for r in spdl["results"] if r["size"] == m["size"] and r["mode"] == "memcpy"]
+        if memcpy:
+            copies = 2 if "(send)" in m["case"] else 1
+            rows.append(make_row(m["case"], m["metric"], "items/s", True, m["value"], "limit",
+                                 memcpy[0]["items_per_s"] / copies,
+                                 f"limit (one core, {copies} cop{'ies' if copies > 1 else 'y'}"
+                                 " per item)"))
     return rows
 
 
@@ -267,7 +282,8 @@ def markdown(rows, raw, spdl, spdl_note, info, png_name, compact=False, values=N
     """The report; `compact` (the README's version) keeps, for case 6, only the rows against
     SPDL's best mode (the per-mode numbers are in the SPDL table below)."""
     if compact:
-        rows = [r for r in rows if not r["case"].startswith("6 ") or r["peer"] == "SPDL best"]
+        rows = [r for r in rows
+                if not r["case"].startswith("6 ") or r["peer"] in ("SPDL best", "limit")]
     lines = []
     mode = "quick" if raw.get("quick") else "full"
     lines.append("## Benchmarks: shm-arena side by side with its peers")

@@ -1,7 +1,8 @@
 """Case 6, SPDL side: items/s through SPDL's ``iterate_in_subprocess``.
 
 Three transports, as the issue asks: SPDL's segment pool arena, its ring arena, and no arena
-(items pickled through a ``multiprocessing`` queue); when the ``shm_arena`` package is
+(items pickled through a ``multiprocessing`` queue); the two arenas again with prepared items
+(modes ``pool_prepared`` and ``ring_prepared``, see ``Items``); when the ``shm_arena`` package is
 installed, also SPDL with ``shm_arena.Arena`` (mode ``shm_arena``), shm_arena's own API with a
 forked child writing items in place and this process reading them (mode ``native``), and one
 core copying the same bytes (mode ``memcpy``, the limit). Each item is a NumPy ``uint8`` array of
@@ -41,26 +42,34 @@ class Items:
     own. Reusing keeps both harnesses from measuring their allocators instead of the transport
     (a fresh 32 MiB array costs numpy ~7 ms, with huge pages; a fresh 32 MiB `Vec` costs Rust
     ~25 ms in page faults).
+
+    With ``prepared`` the item is made once, before the first, and only its 8-byte stamp
+    changes from item to item (a producer whose items already exist): the transport's own copy
+    is then the only one, for SPDL's arenas and for the Rust harness's ``send, prepared item``.
     """
 
-    def __init__(self, size: int, count: int, reuse: bool) -> None:
+    def __init__(self, size: int, count: int, reuse: bool, prepared: bool = False) -> None:
         self.size = size
         self.count = count
         self.reuse = reuse
+        self.prepared = prepared
         self.src = (np.arange(size, dtype=np.uint64) * 31 + 7).astype(np.uint8)
 
     def __iter__(self):
         item = np.empty(self.size, dtype=np.uint8)
+        if self.prepared:
+            np.copyto(item, self.src)
         for i in range(self.count):
             if not self.reuse:
                 item = np.empty(self.size, dtype=np.uint8)
-            np.copyto(item, self.src)
+            if not self.prepared:
+                np.copyto(item, self.src)
             item[:8] = np.frombuffer(np.uint64(i).tobytes(), dtype=np.uint8)
             yield item
 
 
-def make_items(size: int, count: int, reuse: bool) -> Items:
-    return Items(size, count, reuse)
+def make_items(size: int, count: int, reuse: bool, prepared: bool = False) -> Items:
+    return Items(size, count, reuse, prepared)
 
 
 def checksum(item) -> int:
@@ -76,6 +85,8 @@ def run_once(mode: str, size: int, count: int) -> float:
         iterate_in_subprocess,
     )
 
+    prepared = mode.endswith("_prepared")
+    mode = mode.removesuffix("_prepared")
     if mode == "pool":
         arena = SharedMemorySegmentPool(segment_size=size, count=BUFFER_SIZE + 2)
     elif mode == "ring":
@@ -89,7 +100,7 @@ def run_once(mode: str, size: int, count: int) -> float:
     else:
         arena = None
     iterable = iterate_in_subprocess(
-        functools.partial(make_items, size, count, arena is not None),
+        functools.partial(make_items, size, count, arena is not None, prepared),
         buffer_size=BUFFER_SIZE,
         arena=arena,
         timeout=60,
@@ -182,7 +193,7 @@ def main() -> int:
         print("  shm_arena is not installed: its rows are left out", file=sys.stderr)
     runners = {"native": run_native, "memcpy": run_memcpy}
     for size, count in plan:
-        modes = ["pool", "ring", "none"] + ours
+        modes = ["pool", "ring", "none", "pool_prepared", "ring_prepared"] + ours
         samples: dict[str, list[float]] = {m: [] for m in modes}
         for rep in range(reps):
             # Interleaved, like the Rust harness: a load change hits every mode alike.

@@ -310,28 +310,28 @@ fn case5(s: &Settings, out: &mut Output) {
 /// Item sizes and counts of case 6: the same as `spdl_bench.py`'s.
 #[cfg(feature = "worker")]
 fn case6(s: &Settings, out: &mut Output) {
+    use worker_case::Produce;
     for (size, label, count) in [
         (2usize << 20, "2 MiB", if s.quick { 100u64 } else { 500 }),
         (32 << 20, "32 MiB", if s.quick { 12 } else { 60 }),
     ] {
-        let mut cs = [
-            contender("shm-arena (send)", "ours", || {
-                vec![worker_case::items_per_sec(size, count, false)]
-            }),
-            contender("shm-arena (in place)", "ours", || {
-                vec![worker_case::items_per_sec(size, count, true)]
-            }),
+        let produces = [Produce::Send, Produce::SendPrepared, Produce::InPlace];
+        let names = [
+            "shm-arena (send)",
+            "shm-arena (send, prepared item)",
+            "shm-arena (in place)",
         ];
+        let mut cs = [0, 1, 2].map(|i| {
+            contender(names[i], "ours", move || {
+                vec![worker_case::items_per_sec(size, count, produces[i])]
+            })
+        });
         let runs = interleave(s.reps, &format!("6 worker {label}"), &mut cs);
-        for (c, runs) in cs.iter().zip(runs) {
+        for ((c, runs), produce) in cs.iter().zip(runs).zip(produces) {
             let Some(value) = best_throughput(&runs) else {
                 continue;
             };
-            let variant = if c.name.contains("send") {
-                "send"
-            } else {
-                "in place"
-            };
+            let variant = produce.label();
             let case = format!("6 worker pipeline ({variant}) vs SPDL iterate_in_subprocess");
             let metric = format!("throughput ({label})");
             eprintln!("    {case} | {metric}: {} = {value:.1} items/s", c.name);

@@ -7,6 +7,10 @@
 //!   from a prepared source and stamped for every item, as `spdl_bench.py` refills one array),
 //!   then `Output::send` copies it into the ring (as `serde_bytes`, offloaded into its own
 //!   blob): two copies, as SPDL's arenas do.
+//! - `send, prepared`: the item is made once before the loop and only its 8-byte stamp changes
+//!   from item to item (a producer whose items already exist, e.g. decoded earlier); `send`
+//!   copies it into the ring: one copy per item, as SPDL's arenas do with `spdl_bench.py`'s
+//!   prepared items (its `pool_prepared` and `ring_prepared` modes).
 //! - `in place`: the worker fills the unit's blob in shared memory (`Output::writer` and
 //!   `UnitWriter::blob_mut`): one copy.
 //!
@@ -22,12 +26,44 @@ use shm_arena::worker::{iterate_in_subprocess, Options, Output, Registry};
 use crate::util::{checksum, fill, source, stamp};
 
 const SEND: &str = "peers-items-send";
+const SEND_PREPARED: &str = "peers-items-send-prepared";
 const IN_PLACE: &str = "peers-items-in-place";
+
+/// How the worker makes each item (see the module's documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Produce {
+    /// Refilled in private memory, then `send`: two copies.
+    Send,
+    /// Made once, stamped per item, then `send`: one copy.
+    SendPrepared,
+    /// Filled in the unit's blob: one copy.
+    InPlace,
+}
+
+impl Produce {
+    /// The variant's name in the report's case names.
+    pub fn label(self) -> &'static str {
+        match self {
+            Produce::Send => "send",
+            Produce::SendPrepared => "send, prepared item",
+            Produce::InPlace => "in place",
+        }
+    }
+
+    fn worker(self) -> &'static str {
+        match self {
+            Produce::Send => SEND,
+            Produce::SendPrepared => SEND_PREPARED,
+            Produce::InPlace => IN_PLACE,
+        }
+    }
+}
 
 /// First thing in `main`: in a worker process this runs the worker and exits.
 pub fn run_if_worker() {
     Registry::new()
         .register(SEND, send_items)
+        .register(SEND_PREPARED, send_prepared_items)
         .register(IN_PLACE, in_place_items)
         .run_if_worker();
 }
@@ -42,6 +78,15 @@ fn send_items((size, count): (u64, u64), out: &mut Output) -> shm_arena::Result<
     for i in 0..count {
         item.clear();
         item.extend_from_slice(&src);
+        stamp(&mut item, i);
+        out.send(serde_bytes::Bytes::new(&item))?;
+    }
+    Ok(())
+}
+
+fn send_prepared_items((size, count): (u64, u64), out: &mut Output) -> shm_arena::Result<()> {
+    let mut item = source(size as usize);
+    for i in 0..count {
         stamp(&mut item, i);
         out.send(serde_bytes::Bytes::new(&item))?;
     }
@@ -68,10 +113,10 @@ fn capacity(size: usize) -> u64 {
         .max(Options::DEFAULT_CAPACITY)
 }
 
-/// Items per second through `iterate_in_subprocess`, producing items the `in_place` way or
-/// the `send` way.
-pub fn items_per_sec(size: usize, count: u64, in_place: bool) -> f64 {
-    let name = if in_place { IN_PLACE } else { SEND };
+/// Items per second through `iterate_in_subprocess`, the worker producing items as `produce`
+/// says.
+pub fn items_per_sec(size: usize, count: u64, produce: Produce) -> f64 {
+    let name = produce.worker();
     let options = Options::new().capacity(capacity(size));
     let mut worker =
         iterate_in_subprocess(name, &(size as u64, count), options).expect("start the worker");
