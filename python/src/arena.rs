@@ -58,7 +58,11 @@ struct ArenaState {
 ///
 /// `capacity` is rounded up to a power of two (at least 4096); one item may use at most half
 /// of it. `timeout`: how long the worker waits for space (the consumer holding units) before
-/// failing with `BufferError`.
+/// failing with `BufferError`. `prefault` (default on, as for the Rust worker's `Options`):
+/// the ring's pages are populated when the arena is created and mapped populated in the worker,
+/// so the first items do not page-fault their way through the first lap; it costs the ring's
+/// memory and the time to zero it up front, in the constructor. Off: pages come as first
+/// touched.
 ///
 /// ```python
 /// from spdl.pipeline import iterate_in_subprocess
@@ -110,14 +114,15 @@ impl Arena {
 #[pymethods]
 impl Arena {
     #[new]
-    #[pyo3(signature = (capacity, *, timeout = Some(60.0)))]
-    fn new(capacity: u64, timeout: Option<f64>) -> PyResult<Arena> {
+    #[pyo3(signature = (capacity, *, timeout = Some(60.0), prefault = true))]
+    fn new(capacity: u64, timeout: Option<f64>, prefault: bool) -> PyResult<Arena> {
         let capacity = capacity
             .max(shm_arena::MIN_CAPACITY)
             .checked_next_power_of_two()
             .filter(|&c| c <= shm_arena::MAX_CAPACITY)
             .ok_or_else(|| PyValueError::new_err(format!("capacity {capacity} is too large")))?;
-        let region = Region::create_with(RegionOptions::new(capacity)).map_err(to_py)?;
+        let region =
+            Region::create_with(RegionOptions::new(capacity).prefault(prefault)).map_err(to_py)?;
         let fd = region
             .fd()
             .map(|fd| fd.as_raw_fd())

@@ -130,7 +130,13 @@ class Blob:
 class Arena:
     """A zero-copy arena for SPDL's ``iterate_in_subprocess(fn, arena=...)``."""
 
-    def __init__(self, capacity: int, *, timeout: Optional[float] = 60.0) -> None: ...
+    def __init__(
+        self, capacity: int, *, timeout: Optional[float] = 60.0, prefault: bool = True
+    ) -> None:
+        """``capacity`` is rounded up to a power of two; one item may use at most half of it.
+        ``timeout``: how long the worker waits for space before ``BufferError``. ``prefault``:
+        populate the ring's pages now (and map them populated in the worker) instead of
+        faulting them in during the first lap."""
     @property
     def capacity(self) -> int: ...
     def open_writer(self) -> ArenaWriter: ...
