@@ -21,6 +21,10 @@ use crate::writer::{Writer, WriterState};
 /// (`region.subscriber()`), each of which sees every unit; without it, each unit goes to the
 /// one reader (`region.reader()`).
 ///
+/// `prefault=True` populates every page of the region now, and in every process that opens
+/// it, instead of faulting them in during the ring's first lap (the constructor then pays for
+/// zeroing the whole ring). Default: off.
+///
 /// ```python
 /// region = shm_arena.Region(1 << 20)
 /// writer, reader = region.writer(), region.reader()
@@ -36,8 +40,13 @@ pub struct Region {
 #[pymethods]
 impl Region {
     #[new]
-    #[pyo3(signature = (capacity, *, backing = "memfd", subscribers = None))]
-    fn new(capacity: u64, backing: &str, subscribers: Option<u32>) -> PyResult<Region> {
+    #[pyo3(signature = (capacity, *, backing = "memfd", subscribers = None, prefault = false))]
+    fn new(
+        capacity: u64,
+        backing: &str,
+        subscribers: Option<u32>,
+        prefault: bool,
+    ) -> PyResult<Region> {
         let backing = match backing {
             "memfd" => Backing::Memfd,
             "named" => Backing::Named,
@@ -48,7 +57,9 @@ impl Region {
                 )))
             }
         };
-        let mut options = RegionOptions::new(capacity).backing(backing);
+        let mut options = RegionOptions::new(capacity)
+            .backing(backing)
+            .prefault(prefault);
         if let Some(n) = subscribers {
             options = options.broadcast(n);
         }

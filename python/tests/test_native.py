@@ -236,3 +236,28 @@ def test_handles_copied_by_fork_leave_the_parents_roles_alone():
     assert bytes(reader.next_unit(1.0).blob(0)) == b"still mine"
     with pytest.raises(shm_arena.RoleTakenError):
         region.reader()  # nor the reader role
+
+
+def _rss_shmem():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("RssShmem:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no RssShmem in /proc/self/status")
+
+
+@pytest.mark.parametrize("prefault", [False, True])
+def test_prefault_populates_the_region_at_creation(prefault):
+    """``prefault=True`` makes the whole ring resident at once; the default leaves it to the
+    first lap. Units go through either way."""
+    before = _rss_shmem()
+    region = shm_arena.Region(32 << 20, prefault=prefault)
+    grown = _rss_shmem() - before
+    if prefault:
+        assert grown >= 32 << 20, f"only {grown} bytes resident after creation"
+    else:
+        assert grown < 2 << 20, f"{grown} bytes resident before any unit"
+    writer, reader = region.writer(), region.reader()
+    with writer.begin_unit() as unit:
+        unit.push(b"first lap")
+    assert bytes(reader.next_unit(5.0).blob(0)) == b"first lap"

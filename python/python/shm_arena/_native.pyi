@@ -26,9 +26,11 @@ class Region:
         *,
         backing: Literal["memfd", "named", "anonymous"] = "memfd",
         subscribers: Optional[int] = None,
+        prefault: bool = False,
     ) -> None:
         """``subscribers=N``: a broadcast region (one writer, up to N subscribers that each see
-        every unit)."""
+        every unit). ``prefault=True``: populate every page now (and in every process that
+        opens the region) instead of during the ring's first lap."""
     @staticmethod
     def open_name(name: str) -> Region: ...
     def writer(self, *, timeout: Optional[float] = 60.0) -> Writer: ...
