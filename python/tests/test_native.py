@@ -238,21 +238,13 @@ def test_handles_copied_by_fork_leave_the_parents_roles_alone():
         region.reader()  # nor the reader role
 
 
-def _rss_shmem():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("RssShmem:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no RssShmem in /proc/self/status")
-
-
 @pytest.mark.parametrize("prefault", [False, True])
-def test_prefault_populates_the_region_at_creation(prefault):
+def test_prefault_populates_the_region_at_creation(prefault, rss_shmem):
     """``prefault=True`` makes the whole ring resident at once; the default leaves it to the
     first lap. Units go through either way."""
-    before = _rss_shmem()
+    before = rss_shmem()
     region = shm_arena.Region(32 << 20, prefault=prefault)
-    grown = _rss_shmem() - before
+    grown = rss_shmem() - before
     if prefault:
         assert grown >= 32 << 20, f"only {grown} bytes resident after creation"
     else:

@@ -187,17 +187,8 @@ def test_arena_protocol_directly():
     assert view[0] == 99, "close() tolerates live views"
 
 
-def rss_shmem():
-    """This process's resident shared memory, in bytes (/proc/self/status's RssShmem)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("RssShmem:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no RssShmem in /proc/self/status")
-
-
 @pytest.mark.parametrize("prefault", [True, False])
-def test_prefault_populates_the_ring_at_creation(prefault):
+def test_prefault_populates_the_ring_at_creation(prefault, rss_shmem):
     """With ``prefault`` (the default) the whole ring is resident as soon as the arena exists;
     without it, none of it is until first touched. Then items go through either way."""
     before = rss_shmem()
