@@ -316,14 +316,9 @@ fn case6(s: &Settings, out: &mut Output) {
         (32 << 20, "32 MiB", if s.quick { 12 } else { 60 }),
     ] {
         let produces = [Produce::Send, Produce::SendPrepared, Produce::InPlace];
-        let names = [
-            "shm-arena (send)",
-            "shm-arena (send, prepared item)",
-            "shm-arena (in place)",
-        ];
-        let mut cs = [0, 1, 2].map(|i| {
-            contender(names[i], "ours", move || {
-                vec![worker_case::items_per_sec(size, count, produces[i])]
+        let mut cs = produces.map(|produce| {
+            contender(produce.contender(), "ours", move || {
+                vec![worker_case::items_per_sec(size, count, produce)]
             })
         });
         let runs = interleave(s.reps, &format!("6 worker {label}"), &mut cs);

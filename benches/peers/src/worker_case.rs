@@ -50,6 +50,15 @@ impl Produce {
         }
     }
 
+    /// The contender's name in the harness's output.
+    pub fn contender(self) -> &'static str {
+        match self {
+            Produce::Send => "shm-arena (send)",
+            Produce::SendPrepared => "shm-arena (send, prepared item)",
+            Produce::InPlace => "shm-arena (in place)",
+        }
+    }
+
     fn worker(self) -> &'static str {
         match self {
             Produce::Send => SEND,
